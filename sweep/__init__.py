@@ -1,0 +1,4 @@
+"""The orchestrator: Optuna studies of LoRA fine-tuning trials, each run by ``python -m trainer`` in a subprocess.
+
+Never imports torch, transformers, peft, trl or unsloth: those live in the trainer's process.
+"""

@@ -1,0 +1,44 @@
+"""Command line of the sweep: ``python -m sweep {run,status,best} --study NAME``.
+
+Examples::
+
+    python -m sweep run --study demo              # run (or resume) studies/demo.yaml
+    python -m sweep status --study demo --json    # trials as JSON
+    python -m sweep best --study demo             # the best trial and its adapter
+    optuna-dashboard sqlite:///runs/demo/study.db # compare trials in the browser
+
+User mistakes print one line each (``error: ...``) and exit 2; ``-v`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sweep.commands import best, run, status
+from sweep.errors import UserError
+
+COMMANDS = (run, status, best)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sweep", description=__doc__.splitlines()[0],
+                                     epilog="\n".join(__doc__.splitlines()[2:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        if args.verbose:
+            raise
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2

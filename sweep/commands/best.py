@@ -1,0 +1,40 @@
+"""``python -m sweep best --study NAME [--json]``: the best trial, its parameters and its adapter."""
+
+from __future__ import annotations
+
+import json
+
+from optuna.trial import TrialState
+
+from sweep.errors import UserError
+from sweep.study_runs import add_study_arguments, open_existing
+from sweep.trial_table import trial_record
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("best", help="show the best trial", description=__doc__.splitlines()[0])
+    add_study_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the trial as JSON")
+    parser.set_defaults(func=main)
+
+
+def best_trial(optuna_study, study_name: str):
+    if not optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise UserError(f"study {study_name} has no complete trial yet")
+    return optuna_study.best_trial
+
+
+def main(args) -> int:
+    study, optuna_study = open_existing(args)
+    record = trial_record(best_trial(optuna_study, study.name))
+    if args.json:
+        print(json.dumps(record, indent=2, default=str))
+        return 0
+    attrs = record["user_attrs"]
+    print(f"best trial of {study.name}: #{record['number']}  eval_loss {record['value']:.4f}")
+    for name in ("learning_rate", "num_train_epochs", "r"):
+        if name in record["params"]:
+            print(f"  {name}: {record['params'][name]}")
+    print(f"  lora_alpha: {attrs.get('lora_alpha')}\n  use_rslora: {attrs.get('use_rslora')}")
+    print(f"  adapter: {attrs.get('adapter_path')}")
+    return 0

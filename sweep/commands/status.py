@@ -1,0 +1,27 @@
+"""``python -m sweep status --study NAME [--json]``: the study's trials as a table, or as JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from sweep.study_runs import add_study_arguments, open_existing
+from sweep.trial_table import trial_record, trials_table
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("status", help="list a study's trials", description=__doc__.splitlines()[0])
+    add_study_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON list of trials instead of a table")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    study, optuna_study = open_existing(args)
+    records = [trial_record(t) for t in optuna_study.get_trials(deepcopy=False)]
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+    else:
+        Console().print(trials_table(records, f"study {study.name}"))
+    return 0

@@ -1,0 +1,65 @@
+"""The sampler section of a study file and the Optuna sampler it builds.
+
+``tpe`` (default; multivariate, seeded), ``random``, ``grid`` (every combination of the searched
+parameters' choices), ``gp`` (Gaussian process; Optuna computes it with torch on the CPU, imported
+only when chosen), ``cmaes`` and ``qmc``. All take ``seed``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+from pydantic import Field
+
+from trainer.spec import Strict
+
+
+class SamplerConfig(Strict):
+    """Which Optuna sampler explores the space."""
+
+    name: Literal["tpe", "random", "grid", "gp", "cmaes", "qmc"] = Field("tpe", description="Optuna sampler.")
+    seed: int = Field(42, description="Seed, so a study can be repeated.")
+    n_startup_trials: int = Field(5, ge=0, description="Random trials before TPE/GP/CMA-ES model the space.")
+    multivariate: bool = Field(True, description="TPE: model parameters jointly (helps when lr and r interact).")
+
+
+def grid_of(space) -> dict[str, list]:
+    """The grid of a space whose searched parameters all have choices (or integer ranges)."""
+    grid = {}
+    for name in space.searched_names():
+        param = space.lora_alpha if name == "alpha_per_rank" else getattr(space, name)
+        values = param.alpha_per_rank if name == "alpha_per_rank" else param.choices
+        if values is None and getattr(param, "step", None) is not None:
+            values = list(range(param.low, param.high + 1, param.step))
+        if values is None:
+            raise ValueError(f"the grid sampler needs choices for {name}, not a continuous range")
+        grid[name] = list(values)
+    return grid
+
+
+def grid_size(space) -> int:
+    return len(list(itertools.product(*grid_of(space).values())))
+
+
+def build_sampler(config: SamplerConfig, space):
+    """The Optuna sampler for a study file's sampler section and search space."""
+    import optuna
+
+    if config.name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=config.seed, multivariate=config.multivariate, group=config.multivariate,
+            n_startup_trials=config.n_startup_trials, constant_liar=True,
+        )
+    if config.name == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    if config.name == "grid":
+        return optuna.samplers.GridSampler(grid_of(space), seed=config.seed)
+    if config.name == "gp":
+        return optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.n_startup_trials)
+    if config.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(
+            seed=config.seed, n_startup_trials=config.n_startup_trials,
+            independent_sampler=optuna.samplers.TPESampler(seed=config.seed),
+        )
+    return optuna.samplers.QMCSampler(seed=config.seed, independent_sampler=optuna.samplers.RandomSampler(seed=config.seed))

@@ -1,0 +1,176 @@
+"""Study files (``studies/NAME.yaml``): the schema, and loading one with every problem reported at once.
+
+A study file holds the sections of a trial spec that stay fixed (``model``, ``data``, ``lora``,
+``training``, ``samples``) plus ``search`` (the space and how to explore it) and ``execution``
+(limits per trial). Unknown keys are errors. Relative paths are resolved against the study file's
+own folder, so a study runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from sweep.errors import UserError
+from sweep.pruners import PrunerConfig
+from sweep.samplers import SamplerConfig
+from sweep.search_space import SearchSpace
+from trainer.spec import DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class SearchConfig(Strict):
+    """What to search and how."""
+
+    n_trials: int = Field(ge=1, description="Finished trials (complete or pruned) the study aims for, in total.")
+    direction: Literal["minimize"] = Field("minimize", description="The objective, eval loss, is minimised.")
+    metric: Literal["eval_loss"] = Field("eval_loss", description="The objective: final eval loss.")
+    params: SearchSpace = Field(default_factory=SearchSpace, description="The five hyperparameters.")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="Optuna sampler.")
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="Optuna pruner.")
+    enqueue: list[dict[str, float | int | bool]] = Field(
+        default_factory=list, description="Configurations to try first, e.g. the current defaults."
+    )
+
+    @model_validator(mode="after")
+    def _enqueued_inside_space(self):
+        for i, entry in enumerate(self.enqueue):
+            unknown = set(entry) - set(SearchSpace.model_fields)
+            if unknown:
+                raise ValueError(f"enqueue[{i}] has unknown parameter(s) {sorted(unknown)}; "
+                                 f"allowed: {sorted(SearchSpace.model_fields)}")
+            try:
+                self.params.to_optuna_params(entry)
+            except ValueError as e:
+                raise ValueError(f"enqueue[{i}]: {e}") from None
+        return self
+
+
+class ExecutionConfig(Strict):
+    """How trials are run."""
+
+    backend: Literal["auto", "unsloth", "transformers"] = Field("auto", description="Trainer backend.")
+    timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout'.")
+    max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")
+    max_consecutive_failures: int = Field(3, ge=1, description="Stop the run after this many failed trials in a row.")
+
+
+class StudyFile(Strict):
+    """One study: everything ``python -m sweep run`` needs."""
+
+    name: str | None = Field(None, pattern=r"^[\w.-]+$", description="Study name; default: the file's stem.")
+    description: str = Field("", description="Free text, shown in the dashboard.")
+    model: ModelSpec
+    data: DataSpec
+    lora: LoraFixed = Field(default_factory=LoraFixed)
+    training: TrainingFixed = Field(default_factory=TrainingFixed)
+    samples: SamplesSpec = Field(default_factory=SamplesSpec)
+    search: SearchConfig
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+
+class Study(BaseModel):
+    """A loaded study file: its validated content, where it came from, and its resolved name."""
+
+    path: Path
+    name: str
+    config: StudyFile
+
+
+def resolve_study_path(name_or_path: str) -> Path:
+    """``NAME`` is ``studies/NAME.yaml`` (in the working directory, then beside this package); else a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    for folder in (Path.cwd() / "studies", STUDIES_DIR):
+        for suffix in (".yaml", ".yml"):
+            if (folder / f"{name_or_path}{suffix}").is_file():
+                return folder / f"{name_or_path}{suffix}"
+    known = sorted({p.stem for folder in (Path.cwd() / "studies", STUDIES_DIR) for p in folder.glob("*.y*ml")})
+    raise UserError(f"{name_or_path}: no study of that name in studies/ (known: {', '.join(known) or 'none'})")
+
+
+def load_study(name_or_path: str, resolve_paths: bool = True) -> Study:
+    """Read, validate and resolve a study file; every problem is one line of the raised UserError.
+
+    With ``resolve_paths`` (the default) the model and data paths must exist; without it only the
+    schema is checked (for a study meant for another machine).
+    """
+    path = resolve_study_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: study file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a study file is a mapping of sections (model, data, search, ...), got {type(raw).__name__}")
+    try:
+        config = StudyFile.model_validate(raw)
+    except ValidationError as e:
+        raise UserError("\n".join(_error_lines(path, e, raw))) from None
+    if resolve_paths:
+        _resolve_paths(path, config)
+    return Study(path=path.resolve(), name=config.name or path.stem, config=config)
+
+
+def _error_lines(path: Path, error: ValidationError, raw: dict) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"] if not str(p).startswith("function-")]
+        key = ".".join(loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: {key}: unknown key{_did_you_mean(item['loc'], raw)}")
+            continue
+        if item["type"] == "missing":
+            lines.append(f"{path}: {key}: required key is missing")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" {value!r} is not allowed:"
+        lines.append(f"{path}: {key}:{shown} {message}")
+    return lines
+
+
+def _did_you_mean(loc: tuple, raw: dict) -> str:
+    model: type[BaseModel] | None = StudyFile
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is None:
+        return ""
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; allowed: {', '.join(allowed)}"
+
+
+def _resolve_paths(path: Path, config: StudyFile) -> None:
+    base = path.resolve().parent
+    model = config.model.name_or_path
+    local = Path(model).expanduser()
+    local = local if local.is_absolute() else base / local
+    if model.startswith((".", "/", "~")) or local.exists() or not HUB_ID.match(model):
+        if not (local / "config.json").is_file():
+            raise UserError(f"{path}: model.name_or_path: {model!r} is not a model folder ({local} has no config.json); "
+                            "give a local model folder or a hub id like org/name")
+        config.model.name_or_path = str(local)
+    for key in ("train", "eval"):
+        value = getattr(config.data, key)
+        if value is None:
+            continue
+        full = Path(value).expanduser()
+        full = full if full.is_absolute() else base / full
+        if not full.exists():
+            raise UserError(f"{path}: data.{key}: {value!r} does not exist (looked for {full})")
+        setattr(config.data, key, str(full))

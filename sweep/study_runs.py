@@ -1,0 +1,26 @@
+"""Opening the Optuna study behind a study file, as every subcommand does it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.storage import default_storage_url, open_study, study_dir
+from sweep.study_file import Study, load_study
+
+
+def storage_url(args, study: Study) -> str:
+    return args.storage or default_storage_url(args.runs_dir, study.name)
+
+
+def open_existing(args):
+    """(study file, optuna study) for read-only commands; a study never run is a UserError."""
+    study = load_study(args.study)
+    folder = study_dir(args.runs_dir, study.name)
+    return study, open_study(storage_url(args, study), study.name, folder, create=False)
+
+
+def add_study_arguments(parser) -> None:
+    parser.add_argument("--study", required=True, help="study name (studies/NAME.yaml) or path to a study file")
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///RUNS_DIR/NAME/study.db)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                        help="folder holding each study's database and trial folders (default: ./runs)")

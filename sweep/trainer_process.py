@@ -1,0 +1,70 @@
+"""One ``python -m trainer`` subprocess: started in its own process group, watched, stopped or killed.
+
+Its stdout and stderr go to the trial's ``trainer.log``; what the orchestrator needs comes from the
+trial's ``events.jsonl``. Killing the whole process group means no child (a dataloader worker, a
+compile worker) survives to hold a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from trainer.callbacks_contract import STOP_FILE
+from trainer.events import EVENTS_FILE, EventReader
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOG_FILE = "trainer.log"
+
+
+class TrainerProcess:
+    """A running trainer for one trial folder."""
+
+    def __init__(self, trial_dir: Path, spec_path: Path, env: dict[str, str] | None = None) -> None:
+        self.trial_dir = Path(trial_dir)
+        self.log_path = self.trial_dir / LOG_FILE
+        self.events = EventReader(self.trial_dir / EVENTS_FILE)
+        full_env = {**os.environ, **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), full_env.get("PYTHONPATH")]))
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "trainer", str(spec_path)], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=full_env, cwd=self.trial_dir, start_new_session=True,
+            )
+        self.started = time.time()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def request_stop(self) -> None:
+        """Ask the trainer to stop at its next step (it still reports and exits cleanly)."""
+        (self.trial_dir / STOP_FILE).touch()
+
+    def kill(self, grace_seconds: float = 5.0) -> None:
+        """SIGTERM the process group, then SIGKILL it if it has not exited within ``grace_seconds``."""
+        for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.popen.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def last_log_line(self) -> str:
+        try:
+            lines = [l for l in self.log_path.read_text(errors="replace").splitlines() if l.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip()[:300] if lines else ""

@@ -1,0 +1,246 @@
+"""One trial, start to end: spec -> model -> LoRA -> data -> train -> evaluate -> save -> result.
+
+A chain of flat functions in the order they run. Every outcome, failures included, ends in a
+:class:`trainer.events.Result` event; the exit code says the same (0 ok or stopped, 2 bad input,
+3 out of memory, 1 any other error).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Started
+from trainer.spec import TrialSpec
+
+EXIT_CODES = {"ok": 0, "stopped": 0, "error": 1, "bad_input": 2, "oom": 3}
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class BadInput(ValueError):
+    """A problem with the study's inputs (data, model, template), not a bug."""
+
+
+def main(spec_path: Path) -> int:
+    started = time.time()
+    spec = TrialSpec.read(spec_path)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    events = EventWriter(spec.out / EVENTS_FILE)
+    events.emit(Started(pid=os.getpid()))
+    try:
+        result = run(spec, events, started)
+    except Exception as error:  # every failure becomes a recorded reason
+        traceback.print_exc()
+        result = _failure(error)
+    events.emit(result)
+    events.close()
+    return EXIT_CODES[result.status]
+
+
+def _failure(error: Exception) -> Result:
+    from trainer.backends import ModelLoadError
+    from trainer.chat_data import TemplateError
+    from trainer.rows import RowError
+
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    if isinstance(error, (BadInput, ModelLoadError, TemplateError, RowError)):
+        return Result(status="bad_input", reason=text)
+    if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":
+        return Result(status="oom", reason=f"oom: {text}")
+    return Result(status="error", reason=f"crash: {type(error).__name__}: {text}")
+
+
+def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
+    phase = time.time()
+    from trainer.backends import attach_lora, choose_backend, load_in_4bit, load_model
+
+    backend, device = choose_backend(spec.backend)
+    from trl import SFTTrainer  # after Unsloth, which patches it
+
+    from trainer.callbacks import EventCallback
+    from trainer.faults import fault_callbacks
+
+    phase = _phase(events, "imports", phase)
+    model, tokenizer = load_model(backend, spec.model, device, spec.training.seed)
+    phase = _phase(events, "model", phase)
+    train_rows, eval_rows, fmt = load_rows(spec)
+    train_ds, eval_ds = encode(spec, tokenizer, train_rows, eval_rows, fmt)
+    phase = _phase(events, "data", phase)
+    quantized = load_in_4bit(spec.model, device)
+    model = attach_lora(backend, model, spec.lora, spec.training.seed, quantized, device)
+    phase = _phase(events, "lora", phase)
+
+    config = sft_config(spec, device)
+    tokens_per_step = _mean_tokens(train_ds) * config.per_device_train_batch_size * config.gradient_accumulation_steps
+    eval_points = None if spec.training.eval_steps else spec.training.eval_points
+    callback = EventCallback(events, spec.out, tokens_per_step, started, eval_points)
+    trainer = SFTTrainer(
+        model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+        callbacks=[callback, *fault_callbacks(config.per_device_train_batch_size)],
+    )
+    checkpoint = last_checkpoint(spec) if spec.resume else None
+    resumed = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}"]
+    events.emit(Setup(backend=backend, device=device, total_steps=_total_steps(trainer, config), train_rows=len(train_ds),
+                      eval_rows=len(eval_ds), resumed_from_step=resumed, notes=notes))
+    _phase(events, "trainer", phase)
+
+    train_started = time.time()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.time() - train_started
+    step = trainer.state.global_step
+    base = {"steps": step, "train_seconds": train_seconds, "backend": backend,
+            "tokens_per_second": callback.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
+            "train_loss": output.training_loss}
+    if callback.stopped:
+        return Result(status="stopped", reason="stopped by the orchestrator (pruned)", **base)
+    if callback.last_eval is None or callback.last_eval[0] != step:
+        trainer.evaluate()
+    adapter = save_adapter(spec, trainer.model, tokenizer)
+    samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, device)
+    return Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples, **base)
+
+
+def _phase(events: EventWriter, name: str, since: float) -> float:
+    now = time.time()
+    events.emit(Phase(name=name, seconds=now - since))
+    return now
+
+
+def load_rows(spec: TrialSpec) -> tuple[list[dict], list[dict], str]:
+    """Train and eval rows and their shared format."""
+    from trainer.rows import check_format, split_rows
+
+    train = read_rows(spec.data.train)
+    fmt = check_format(train, spec.data.train, spec.data.format)
+    if spec.data.eval is not None:
+        evaluation = read_rows(spec.data.eval)
+        check_format(evaluation, spec.data.eval, fmt)
+    else:
+        train, evaluation = split_rows(train, spec.data.eval_fraction, spec.data.split_seed)
+    if not evaluation:
+        raise BadInput(f"data.eval_fraction {spec.data.eval_fraction} of {len(train)} rows leaves no eval rows")
+    return train, evaluation, fmt
+
+
+def read_rows(path: str) -> list[dict]:
+    from trainer.rows import read_jsonl
+
+    if Path(path).is_dir():
+        from datasets import load_from_disk
+
+        return load_from_disk(path).to_list()
+    if not Path(path).is_file():
+        raise BadInput(f"data file {path} does not exist")
+    return read_jsonl(Path(path))
+
+
+def encode(spec: TrialSpec, tokenizer, train_rows, eval_rows, fmt):
+    from datasets import Dataset
+
+    from trainer.chat_data import encode_rows, set_chat_template
+
+    set_chat_template(tokenizer, spec.model.chat_template, needs_template=fmt != "text")
+    responses_only = spec.data.train_on_responses_only
+    if responses_only is None:
+        responses_only = fmt != "text"
+    max_len = spec.model.max_seq_length
+    train = encode_rows(tokenizer, train_rows, fmt, responses_only, max_len)
+    evaluation = encode_rows(tokenizer, eval_rows, fmt, responses_only, max_len)
+    if not train or not evaluation:
+        raise BadInput("no row keeps an assistant token within model.max_seq_length")
+    return Dataset.from_list(train), Dataset.from_list(evaluation)
+
+
+def sft_config(spec: TrialSpec, device: str):
+    from trl import SFTConfig
+
+    from trainer.backends import torch_dtype
+
+    t = spec.training
+    dtype = str(torch_dtype(spec.model, device)).removeprefix("torch.")
+    optim = t.optim if device == "cuda" or "8bit" not in t.optim else "adamw_torch"
+    return SFTConfig(
+        output_dir=str(spec.out / CHECKPOINT_DIR),
+        learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.per_device_train_batch_size, per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, warmup_steps=t.warmup_ratio or t.warmup_steps,
+        optim=optim, weight_decay=t.weight_decay, lr_scheduler_type=t.lr_scheduler_type, max_grad_norm=t.max_grad_norm,
+        # with eval_points the callback schedules evaluations and checkpoints itself
+        eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
+        save_strategy="steps" if t.eval_steps else "no", save_steps=t.eval_steps,
+        save_total_limit=1, logging_steps=t.logging_steps, seed=t.seed, data_seed=t.seed,
+        bf16=dtype == "bfloat16", fp16=dtype == "float16", gradient_checkpointing=False,
+        max_length=spec.model.max_seq_length, packing=t.packing, report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, use_cpu=device == "cpu",
+    )
+
+
+def _total_steps(trainer, config) -> int:
+    if config.max_steps and config.max_steps > 0:
+        return config.max_steps
+    per_epoch = -(-len(trainer.get_train_dataloader()) // config.gradient_accumulation_steps)
+    return max(1, per_epoch * int(config.num_train_epochs))
+
+
+def _mean_tokens(dataset) -> float:
+    return sum(len(ids) for ids in dataset["input_ids"]) / max(1, len(dataset))
+
+
+def last_checkpoint(spec: TrialSpec) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = spec.out / CHECKPOINT_DIR
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:
+    """Write the PEFT adapter, tokenizer and spec under a temporary name, then rename it into place."""
+    final = spec.out / ADAPTER_DIR
+    partial = spec.out / f".{ADAPTER_DIR}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(str(partial))
+    tokenizer.save_pretrained(str(partial))
+    spec.write(partial / "trial_spec.json")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    return final.resolve()
+
+
+def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, device) -> list[dict[str, str]]:
+    """Answers to the first ``samples.count`` eval prompts, for reading next to the loss."""
+    if not spec.samples.count or fmt == "text":
+        return []
+    import torch
+
+    from trainer.rows import as_messages
+
+    samples = []
+    model.eval()
+    for row in eval_rows[: spec.samples.count]:
+        messages = as_messages(row, fmt)
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
+        greedy = spec.samples.temperature == 0
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=spec.samples.max_new_tokens, do_sample=not greedy,
+                                 temperature=None if greedy else spec.samples.temperature,
+                                 pad_token_id=tokenizer.pad_token_id)
+        answer = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"], "answer": answer})
+    return samples
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
