@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from optuna.trial import TrialState
-
 from sweep.errors import UserError
 from sweep.study_runs import add_study_arguments, open_existing
 from sweep.trial_table import trial_record
@@ -19,6 +17,8 @@ def add_parser(subparsers) -> None:
 
 
 def best_trial(optuna_study, study_name: str):
+    from optuna.trial import TrialState
+
     if not optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise UserError(f"study {study_name} has no complete trial yet")
     return optuna_study.best_trial
