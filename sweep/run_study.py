@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
@@ -20,6 +22,8 @@ from sweep.study_file import Study, load_study
 from sweep.study_runs import storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# heartbeats, the retry callback and TPE's `group` are stable in use; Optuna still labels them experimental
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
 def run_study(args) -> int:
