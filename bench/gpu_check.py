@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from gpu_fixtures import ensure_model, sh, synthetic_chat
 
 STUDY = """
 model:
@@ -82,19 +80,6 @@ print(json.dumps({"new_tokens": int(out.shape[1] - ids["input_ids"].shape[1]), "
 """
 
 
-def synthetic_chat(path: Path, rows: int, seed: int) -> None:
-    rng = random.Random(seed)
-    with path.open("w") as f:
-        for _ in range(rows):
-            q = " ".join(f"w{rng.randrange(100, 120000)}" for _ in range(rng.randrange(60, 200)))
-            a = " ".join(f"w{rng.randrange(100, 120000)}" for _ in range(rng.randrange(200, 600)))
-            f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
-
-
-def sh(*cmd: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gpu-check"))
@@ -104,10 +89,7 @@ def main() -> int:
     work = args.workdir
     model, data, runs = work / "llama-8b", work / "data", work / "runs"
     data.mkdir(parents=True, exist_ok=True)
-    if not (model / "config.json").exists():
-        t = time.time()
-        done = sh(sys.executable, "-m", "trainer.make_model", "8b", str(model))
-        print(f"built 8B model in {time.time() - t:.0f}s rc={done.returncode} {done.stderr[-500:]}", flush=True)
+    ensure_model(model)
     synthetic_chat(data / "train.jsonl", 96, 1)
     synthetic_chat(data / "eval.jsonl", 16, 2)
     studies = [("gpu-4bit", True, 2)] + ([] if args.skip_16bit else [("gpu-16bit", False, 1)])
