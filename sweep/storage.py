@@ -7,6 +7,10 @@ hosts); trial folders stay under ``runs/NAME/``, which must then be shared by th
 
 Creating the study is serialised with a file lock: Optuna's ``create_study`` on a new SQLite file
 from several processes at once can fail (duplicate alembic rows, "table already exists").
+
+A worker opens the study with heartbeats on: each running trial's worker records a heartbeat every
+``heartbeat_seconds``, and a RUNNING trial without one for ``stale_after_seconds`` belongs to a dead
+worker (see ``sweep.retries``).
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ from pathlib import Path
 
 from sweep.errors import UserError
 
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 30
 SQLITE_BUSY_SECONDS = 60
 
 
@@ -53,18 +55,15 @@ def _enable_wal(path: Path) -> None:
         db.execute("PRAGMA journal_mode=WAL")
 
 
-def rdb_storage(url: str, max_retries: int | None = None, heartbeat: bool = False):
-    """Optuna's RDB storage for ``url``; with ``heartbeat``, dead workers' trials are failed and retried."""
+def rdb_storage(url: str, heartbeat: tuple[int, int] | None = None):
+    """Optuna's RDB storage for ``url``; ``heartbeat`` is (interval, grace period) in seconds."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
-    kwargs = {}
-    if heartbeat:
-        kwargs = dict(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+    kwargs = {"heartbeat_interval": heartbeat[0], "grace_period": heartbeat[1]} if heartbeat else {}
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints its own lines
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
@@ -81,8 +80,8 @@ def _redact(url: str) -> str:
 
 
 def open_study(url: str, name: str, folder: Path, sampler=None, pruner=None, create: bool = True,
-               max_retries: int | None = None, heartbeat: bool = False):
-    """Load the study (creating it once, under a lock, if ``create``)."""
+               heartbeat: tuple[int, int] | None = None):
+    """Load the study (creating it once, under a lock, if ``create``); ``heartbeat`` as in :func:`rdb_storage`."""
     import optuna
 
     path = sqlite_path(url)
@@ -92,10 +91,10 @@ def open_study(url: str, name: str, folder: Path, sampler=None, pruner=None, cre
         if create:
             with _creation_lock(path.parent):
                 _enable_wal(path)
-                storage = rdb_storage(url, max_retries, heartbeat)
+                storage = rdb_storage(url, heartbeat)
                 return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
                                            direction="minimize", load_if_exists=True)
-    storage = rdb_storage(url, max_retries, heartbeat)
+    storage = rdb_storage(url, heartbeat)
     if not create:
         try:
             return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
