@@ -47,7 +47,7 @@ def run_study(args) -> int:
                              lambda: estimate_trial_gib(study, trial_backend(execution.backend)))
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
-    optuna_study = open_study(url, study.name, folder, pruner=build_pruner(search.pruner), create=True,
+    optuna_study = open_study(url, study.name, pruner=build_pruner(search.pruner), create=True,
                               heartbeat=(execution.heartbeat_seconds, execution.stale_after_seconds))
     print(f"study {study.name}: storage {url}", flush=True)
     print(f"trial folders: {folder / 'trials'}", flush=True)
