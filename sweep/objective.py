@@ -4,13 +4,21 @@ Each call builds the trial's :class:`trainer.spec.TrialSpec`, writes it to the t
 ``python -m trainer`` on it and follows its events: eval losses are reported to Optuna (which may
 prune), progress goes to the live view. The trial's value is the final eval loss; everything else
 the trainer measured is stored as user attributes. Failures become FAIL trials with a
-``fail_reason`` (``oom``, ``timeout``, ``crash: ...``) and the study goes on.
+``fail_reason`` (``oom``, ``timeout``, ``crash: <last error line>``; details in ``fail_detail``)
+and the study goes on.
+
+Out of memory is met in two steps before the trial gives up: a trial that shared its device is
+placed again with the device to itself (same settings, from its checkpoint); a trial alone on its
+device runs again with half the micro-batch and twice the gradient accumulation (from scratch).
+A trial is COMPLETE only once its adapter folder holds a full adapter.
 """
 
 from __future__ import annotations
 
-import queue
+import os
 import shutil
+import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,7 +26,9 @@ from pathlib import Path
 import optuna
 
 from sweep.errors import UserError
+from sweep.gpu_slots import Lease, PoolStopped, SlotPool
 from sweep.progress import ProgressView
+from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
 from trainer.events import Evaluation, Progress, Result, Setup
@@ -26,7 +36,9 @@ from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
 
 POLL_SECONDS = 0.2
 PRUNE_GRACE_SECONDS = 60
-RETRY_OF = "retry_of"  # user attr on a trial that repeats an interrupted one, to resume its checkpoint
+INTERRUPT_GRACE_SECONDS = 2.0  # SIGTERM, then SIGKILL: Ctrl-C must end the run within a few seconds
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # user attr "worker": which orchestrator ran a trial
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class TrialFailed(Exception):
@@ -38,38 +50,29 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Objective:
-    """Callable passed to ``study.optimize``; thread-safe, one slot (GPU or CPU) per running trial."""
+    """Callable for the trial loop; thread-safe, each running trial holds a lease from ``pool``."""
 
-    def __init__(self, study: Study, folder: Path, progress: ProgressView, slots: list[str | None]) -> None:
+    def __init__(self, study: Study, folder: Path, progress: ProgressView, pool: SlotPool,
+                 stopping: threading.Event) -> None:
         self.study = study
         self.folder = folder
         self.progress = progress
-        self.slots: queue.Queue[str | None] = queue.Queue()
-        for slot in slots:
-            self.slots.put(slot)
-        self.stopping = threading.Event()
-        self._running: dict[int, TrainerProcess] = {}
-        self._lock = threading.Lock()
+        self.pool = pool
+        self.stopping = stopping
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = self.study.config.search.params.sample(trial)
         trial.set_user_attr("lora_alpha", values["lora_alpha"])
         trial.set_user_attr("use_rslora", values["use_rslora"])
+        trial.set_user_attr("worker", WORKER)
         trial_dir = self.trial_dir(trial)
         trial.set_user_attr("trial_dir", str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)
-        slot = self.slots.get()
-        try:
-            return self._run_with_oom_retry(trial, spec, slot)
-        finally:
-            self.slots.put(slot)
+        return self._run_placed(trial, spec)
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         """The trial's folder; a retry of an interrupted trial reuses the original's, to resume its checkpoint."""
-        original = trial.user_attrs.get(RETRY_OF)
-        if original is None:
-            original = trial.storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
-        number = trial.number if original is None else original
+        number = trial.user_attrs.get(RETRY_OF, trial.number)
         path = self.folder / "trials" / f"{number:05d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -85,35 +88,56 @@ class Objective:
             samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
         )
 
-    def _run_with_oom_retry(self, trial: optuna.Trial, spec: TrialSpec, slot: str | None) -> float:
-        result = self._run_once(trial, spec, slot)
-        t = spec.training
-        if result.status == "oom" and t.per_device_train_batch_size > 1:
-            half = t.per_device_train_batch_size // 2
-            trial.set_user_attr("oom_retry", f"micro-batch {t.per_device_train_batch_size} -> {half}")
-            spec.training = t.model_copy(update={"per_device_train_batch_size": half,
-                                                 "gradient_accumulation_steps": t.gradient_accumulation_steps * 2})
-            spec.resume = False
-            shutil.rmtree(spec.out / "checkpoints", ignore_errors=True)
-            result = self._run_once(trial, spec, slot)
+    def _run_placed(self, trial: optuna.Trial, spec: TrialSpec) -> float:
+        """Run the trial on a leased device, placing it again or shrinking its micro-batch on OOM."""
+        lease = self._acquire(trial, exclusive=False)
+        placements, halved = [], False
+        try:
+            while True:
+                placements.append(lease.describe())
+                trial.set_user_attr("placements", placements)
+                result = self._run_once(trial, spec, lease)
+                if result.status != "oom":
+                    break
+                t = spec.training
+                if lease.shared and not lease.exclusive:
+                    trial.set_user_attr("oom_replaced", f"out of memory beside other trials on device {lease.device}: "
+                                                        "placed again with a device to itself")
+                    self.pool.release(lease)
+                    lease = None
+                    lease = self._acquire(trial, exclusive=True)
+                elif not halved and t.per_device_train_batch_size > 1:
+                    half = t.per_device_train_batch_size // 2
+                    trial.set_user_attr("oom_retry", f"micro-batch {t.per_device_train_batch_size} -> {half}, "
+                                                     f"gradient accumulation {t.gradient_accumulation_steps} -> "
+                                                     f"{t.gradient_accumulation_steps * 2}")
+                    spec.training = t.model_copy(update={"per_device_train_batch_size": half,
+                                                         "gradient_accumulation_steps": t.gradient_accumulation_steps * 2})
+                    spec.resume, halved = False, True
+                    shutil.rmtree(spec.out / "checkpoints", ignore_errors=True)
+                else:
+                    break
+        finally:
+            if lease is not None:
+                self.pool.release(lease)
         return self._conclude(trial, result)
 
-    def _run_once(self, trial: optuna.Trial, spec: TrialSpec, slot: str | None) -> Result:
+    def _acquire(self, trial: optuna.Trial, exclusive: bool) -> Lease:
+        try:
+            return self.pool.acquire(exclusive=exclusive)
+        except PoolStopped:
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise Interrupted() from None
+
+    def _run_once(self, trial: optuna.Trial, spec: TrialSpec, lease: Lease) -> Result:
         spec_path = spec.out / "spec.json"
         spec.write(spec_path)
         for stale in ("STOP", "events.jsonl"):
             (spec.out / stale).unlink(missing_ok=True)
-        env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {}
-        process = TrainerProcess(spec.out, spec_path, env)
+        process = TrainerProcess(spec.out, spec_path, lease.env())
         trial.set_user_attr("log_path", str(process.log_path))
-        with self._lock:
-            self._running[trial.number] = process
         self.progress.trial_started(trial.number, spec.params)
-        try:
-            return self._follow(trial, spec, process)
-        finally:
-            with self._lock:
-                self._running.pop(trial.number, None)
+        return self._follow(trial, spec, process)
 
     def _follow(self, trial: optuna.Trial, spec: TrialSpec, process: TrainerProcess) -> Result:
         timeout = self.study.config.execution.timeout_minutes
@@ -143,12 +167,13 @@ class Objective:
             if exited:
                 break
             if self.stopping.is_set():
-                process.kill()
+                process.kill(grace_seconds=INTERRUPT_GRACE_SECONDS)
                 trial.set_user_attr("fail_reason", "interrupted")
                 raise Interrupted()
             if timeout and time.time() - process.started > timeout * 60:
                 process.kill()
-                return Result(status="error", reason=f"timeout: still running after {timeout:g} min")
+                trial.set_user_attr("fail_detail", f"still running after the time limit of {timeout:g} min")
+                return Result(status="error", reason="timeout")
             if pruned_at and time.time() - pruned_at > PRUNE_GRACE_SECONDS:
                 process.kill()
                 break
@@ -161,17 +186,29 @@ class Objective:
         if pruned_at is not None:
             return result if result and result.status == "stopped" else Result(status="stopped", reason="pruned")
         if result is None:
-            code = process.poll()
-            return Result(status="error", reason=f"crash: trainer exited with code {code}: {process.last_log_line()}")
+            return self._died(trial, process)
         return result
 
+    @staticmethod
+    def _died(trial: optuna.Trial, process: TrainerProcess) -> Result:
+        """The result of a trainer that ended without reporting one (killed, or broken before it could)."""
+        code, last = process.poll(), process.last_log_line()
+        trial.set_user_attr("fail_detail", f"trainer exited with code {code}; last log line: {last}")
+        if code is not None and code < 0:
+            return Result(status="error", reason=f"crash: trainer killed by {signal.Signals(-code).name}")
+        return Result(status="error", reason=f"crash: {last or f'trainer exited with code {code}'}")
+
     def _conclude(self, trial: optuna.Trial, result: Result) -> float:
-        for key in ("train_loss", "tokens_per_second", "peak_memory_mb", "train_seconds", "steps", "backend"):
+        for key in ("train_loss", "tokens_per_second", "peak_memory_mb", "train_seconds", "train_tokens", "steps",
+                    "backend"):
             value = getattr(result, key)
             if value is not None:
                 trial.set_user_attr(key, value)
         if result.samples:
             trial.set_user_attr("samples", result.samples)
+        if result.status == "ok" and not _adapter_complete(Path(result.adapter_path or "")):
+            result = Result(status="error", reason=f"crash: the trainer reported an adapter at {result.adapter_path} "
+                                                   "that is missing or incomplete")
         if result.status == "ok":
             trial.set_user_attr("adapter_path", result.adapter_path)
             self.progress.trial_finished(trial.number, "COMPLETE", result.eval_loss)
@@ -180,8 +217,9 @@ class Objective:
             self.progress.trial_finished(trial.number, "PRUNED", None)
             raise optuna.TrialPruned()
         reason = result.reason or result.status
-        if result.status == "oom" and not reason.startswith("oom"):
-            reason = f"oom: {reason}"
+        if result.status == "oom":
+            trial.set_user_attr("fail_detail", reason)
+            reason = "oom"
         trial.set_user_attr("fail_reason", reason)
         self.progress.trial_finished(trial.number, "FAIL", None, reason)
         if result.status == "bad_input":
@@ -189,9 +227,11 @@ class Objective:
         raise TrialFailed(reason)
 
     def interrupt(self) -> None:
-        """Stop every running trainer now (their trials are recorded as interrupted)."""
+        """Stop the run: each running trial's thread ends its trainer and records it as interrupted."""
         self.stopping.set()
-        with self._lock:
-            running = list(self._running.values())
-        for process in running:
-            process.kill(grace_seconds=2.0)
+        self.pool.wake()
+
+
+def _adapter_complete(path: Path) -> bool:
+    """Whether ``path`` holds a PEFT adapter: its config and its weights."""
+    return (path / "adapter_config.json").is_file() and any((path / name).is_file() for name in ADAPTER_FILES)

@@ -1,91 +1,101 @@
-"""Running (or resuming) a study until it has ``n_trials`` finished trials; see ``sweep.commands.run``."""
+"""Running (or resuming) a study until it has ``n_trials`` finished trials; see ``sweep.commands.run``.
+
+Every check of the user's input (the study file, its data, ``--gpus``, ``--trials-per-gpu``, the
+storage URL) comes before the study is opened, so a mistake starts nothing. Several workers may
+run this on one study at once (threads of one process, processes of one host, hosts sharing a
+PostgreSQL storage): :class:`~sweep.trial_loop.TrialLoop` keeps the total exact between them.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
 import warnings
 
-import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from sweep.errors import UserError
-from sweep.objective import RETRY_OF, Objective, TrialFailed
+from sweep.gpu_slots import SlotPool
+from sweep.gpus import plan_capacity, trial_backend
+from sweep.memory_estimate import estimate_trial_gib
+from sweep.objective import Objective
 from sweep.preflight import check_data
 from sweep.progress import ProgressView
 from sweep.pruners import build_pruner
 from sweep.samplers import build_sampler
 from sweep.storage import open_study, study_dir
 from sweep.study_file import Study, load_study
+from sweep.study_gate import StudyGate
 from sweep.study_runs import storage_url
+from sweep.trial_loop import FINISHED, TrialLoop
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# heartbeats, the retry callback and TPE's `group` are stable in use; Optuna still labels them experimental
+RUNS_STARTED = "sweep:runs_started"  # study system attr: how many runs (workers) have joined the study
+# heartbeats and TPE's `group` are stable in use; Optuna still labels them experimental
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
+# the trial loop records heartbeats itself (Optuna assumes only study.optimize does)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def run_study(args) -> int:
     """Run the study named by ``args.study``; returns the exit code."""
     study = load_study(args.study)
     check_data(study)
-    slots = _slots(args.gpus, args.trials_per_gpu)
+    execution, search = study.config.execution, study.config.search
+    capacity = plan_capacity(args.gpus, args.trials_per_gpu,
+                             lambda: estimate_trial_gib(study, trial_backend(execution.backend)))
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
-    search = study.config.search
-    sampler = build_sampler(search.sampler, search.params)
-    pruner = build_pruner(search.pruner)
+    optuna_study = open_study(url, study.name, pruner=build_pruner(search.pruner), create=True,
+                              heartbeat=(execution.heartbeat_seconds, execution.stale_after_seconds))
     print(f"study {study.name}: storage {url}", flush=True)
     print(f"trial folders: {folder / 'trials'}", flush=True)
-    optuna_study = open_study(url, study.name, folder, sampler, pruner, create=True,
-                              max_retries=study.config.execution.max_retries, heartbeat=True)
-    _record_study_file(optuna_study, study, folder)
-    for entry in search.enqueue:
-        optuna_study.enqueue_trial(search.params.to_optuna_params(entry), skip_if_exists=True)
+    gate = StudyGate(optuna_study, url, folder)
+    with gate:
+        run_index = _join(optuna_study)
+        _record_study_file(optuna_study, study, folder)
+        for entry in search.enqueue:
+            optuna_study.enqueue_trial(search.params.to_optuna_params(entry), skip_if_exists=True)
+    # a resumed run, or a second worker, must not draw the same "random" configurations again
+    optuna_study.sampler = build_sampler(search.sampler.model_copy(update={"seed": search.sampler.seed + run_index}),
+                                         search.params)
     finished = _count(optuna_study, FINISHED)
     if finished >= search.n_trials:
         print(f"study {study.name} already has {finished} finished trials (n_trials: {search.n_trials}); nothing to do")
         return 0
     counts = {s.name: _count(optuna_study, (s,)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    best = _best_value(optuna_study)
-    with ProgressView(study.name, search.n_trials, counts, best) as progress:
-        objective = Objective(study, folder, progress, slots)
+    stopping = threading.Event()
+    with ProgressView(study.name, search.n_trials, counts, _best_value(optuna_study)) as progress:
+        pool = SlotPool(capacity, stopping)
+        objective = Objective(study, folder, progress, pool, stopping)
+        loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,
+                         heartbeat_seconds=execution.heartbeat_seconds,
+                         stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
+                         max_consecutive_failures=execution.max_consecutive_failures)
         restore = _install_signal_handlers(objective)
-        guard = _FailureGuard(study.config.execution.max_consecutive_failures)
         try:
-            optuna_study.optimize(
-                objective, n_jobs=len(slots), catch=(TrialFailed,), gc_after_trial=False,
-                callbacks=[optuna.study.MaxTrialsCallback(search.n_trials, states=FINISHED), guard],
-            )
-        except KeyboardInterrupt:
-            _requeue_interrupted(optuna_study, study.config.execution.max_retries)
-            print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
-            return 130
+            loop.run()
         finally:
             restore()
+    if stopping.is_set():
+        print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
+        return 130
     print(f"study {study.name}: {_count(optuna_study, FINISHED)} finished trials; best eval_loss "
           f"{_best_value(optuna_study)}", flush=True)
-    if guard.tripped:
-        print(f"stopped after {guard.limit} failed trials in a row; see the trials' fail_reason "
-              f"(python -m sweep status --study {args.study})", file=sys.stderr)
+    if loop.tripped:
+        print(f"stopped after {execution.max_consecutive_failures} failed trials in a row; see the trials' "
+              f"fail_reason (python -m sweep status --study {args.study})", file=sys.stderr)
         return 1
     return 0
 
 
-def _slots(gpus: str | None, per_gpu: str) -> list[str | None]:
-    try:
-        k = int(per_gpu)
-    except ValueError:
-        raise UserError(f"--trials-per-gpu: {per_gpu!r} is not allowed: give a whole number of at least 1") from None
-    if k < 1:
-        raise UserError(f"--trials-per-gpu: {k} is not allowed: give a whole number of at least 1")
-    if gpus is None:
-        return [None] * k
-    indices = [g.strip() for g in gpus.split(",") if g.strip()]
-    if not indices or not all(g.isdigit() for g in indices):
-        raise UserError(f"--gpus: {gpus!r} is not allowed: give GPU indices like 0,1,2")
-    return [g for g in indices for _ in range(k)]
+def _join(optuna_study) -> int:
+    """This run's index among all runs of the study (0 for the first); call inside the gate."""
+    storage, study_id = optuna_study._storage, optuna_study._study_id
+    index = storage.get_study_system_attrs(study_id).get(RUNS_STARTED, 0)
+    storage.set_study_system_attr(study_id, RUNS_STARTED, index + 1)
+    return index
 
 
 def _count(optuna_study, states) -> int:
@@ -106,38 +116,13 @@ def _record_study_file(optuna_study, study: Study, folder) -> None:
     optuna_study.set_user_attr("config", study.config.model_dump(mode="json"))
 
 
-def _requeue_interrupted(optuna_study, max_retries: int) -> None:
-    """Queue the parameters of trials stopped by Ctrl-C again, to resume from their checkpoints."""
-    for trial in optuna_study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.user_attrs.get("fail_reason") != "interrupted" or trial.user_attrs.get("requeued"):
-            continue
-        retries = trial.user_attrs.get("retries", 0)
-        optuna_study._storage.set_trial_user_attr(trial._trial_id, "requeued", True)
-        if retries < max_retries:
-            original = trial.user_attrs.get(RETRY_OF, trial.number)
-            optuna_study.enqueue_trial(trial.params, user_attrs={RETRY_OF: original, "retries": retries + 1})
-
-
-class _FailureGuard:
-    """Stops the study after ``limit`` failed trials in a row (a broken setup should not loop forever)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.in_a_row, self.tripped = limit, 0, False
-
-    def __call__(self, optuna_study, trial) -> None:
-        self.in_a_row = self.in_a_row + 1 if trial.state == TrialState.FAIL else 0
-        if self.in_a_row >= self.limit:
-            self.tripped = True
-            optuna_study.stop()
-
-
 def _install_signal_handlers(objective: Objective):
     """First Ctrl-C/SIGTERM: stop the trainers and record their trials as interrupted; second: exit now."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
         if objective.stopping.is_set():
-            os._exit(130)
+            os._exit(130)  # the trainers notice their parent is gone and end themselves
         print("\nstopping: ending running trials (Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
         objective.interrupt()
 

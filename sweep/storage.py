@@ -5,22 +5,28 @@ RDB storage, in WAL mode with a busy timeout so a kill at any moment leaves it r
 folder per trial under ``trials/``. ``--storage URL`` puts the study elsewhere (PostgreSQL for many
 hosts); trial folders stay under ``runs/NAME/``, which must then be shared by the hosts.
 
-Creating the study is serialised with a file lock: Optuna's ``create_study`` on a new SQLite file
-from several processes at once can fail (duplicate alembic rows, "table already exists").
+Creating the study is serialised: Optuna's ``create_study`` on a new database from several
+processes at once can fail (SQLite: duplicate alembic rows, "table already exists"; PostgreSQL:
+"type studydirection already exists"). On SQLite a file lock beside the database does it, on
+PostgreSQL an advisory lock taken on a connection of its own; other databases get a file lock in
+the temporary folder, which serialises the workers of one host only.
+
+A worker opens the study with heartbeats on: each running trial's worker records a heartbeat every
+``heartbeat_seconds``, and a RUNNING trial without one for ``stale_after_seconds`` belongs to a dead
+worker (see ``sweep.retries``).
 """
 
 from __future__ import annotations
 
 import fcntl
 import sqlite3
-import time
+import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 from sweep.errors import UserError
 
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 30
 SQLITE_BUSY_SECONDS = 60
 
 
@@ -37,14 +43,42 @@ def sqlite_path(url: str) -> Path | None:
 
 
 @contextmanager
-def _creation_lock(folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".create.lock", "w") as lock:
+def _creation_lock(url: str):
+    """Held while the storage's tables and the study are created (see the module docstring)."""
+    if url.startswith("postgresql"):
+        with _advisory_lock(url, f"lora-sweep:create:{url.rsplit('/', 1)[-1]}"):
+            yield
+        return
+    path = sqlite_path(url)
+    lock_path = path.parent / ".create.lock" if path else Path(tempfile.gettempdir()) / \
+        f"lora-sweep-create-{zlib.crc32(url.encode()):08x}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _advisory_lock(url: str, name: str):
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    key = zlib.crc32(name.encode())
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        connection = engine.connect()
+    except Exception as e:  # bad URL, refused connection, wrong password, missing driver
+        raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {_first_line(e)}") from e
+    try:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        connection.commit()
+        yield
+    finally:
+        connection.close()  # ends the session, and with it the lock
+        engine.dispose()
 
 
 def _enable_wal(path: Path) -> None:
@@ -53,24 +87,25 @@ def _enable_wal(path: Path) -> None:
         db.execute("PRAGMA journal_mode=WAL")
 
 
-def rdb_storage(url: str, max_retries: int | None = None, heartbeat: bool = False):
-    """Optuna's RDB storage for ``url``; with ``heartbeat``, dead workers' trials are failed and retried."""
+def rdb_storage(url: str, heartbeat: tuple[int, int] | None = None):
+    """Optuna's RDB storage for ``url``; ``heartbeat`` is (interval, grace period) in seconds."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
-    kwargs = {}
-    if heartbeat:
-        kwargs = dict(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+    kwargs = {"heartbeat_interval": heartbeat[0], "grace_period": heartbeat[1]} if heartbeat else {}
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints its own lines
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, wrong passwords
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {first}") from e
+        raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {_first_line(e)}") from e
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _redact(url: str) -> str:
@@ -80,33 +115,22 @@ def _redact(url: str) -> str:
     return url
 
 
-def open_study(url: str, name: str, folder: Path, sampler=None, pruner=None, create: bool = True,
-               max_retries: int | None = None, heartbeat: bool = False):
-    """Load the study (creating it once, under a lock, if ``create``)."""
+def open_study(url: str, name: str, sampler=None, pruner=None, create: bool = True,
+               heartbeat: tuple[int, int] | None = None):
+    """Load the study (creating it once, under a lock, if ``create``); ``heartbeat`` as in :func:`rdb_storage`."""
     import optuna
 
     path = sqlite_path(url)
-    if path is not None:
-        if not create and not path.exists():
-            raise UserError(f"no study database at {path}: run `python -m sweep run --study {name}` first")
-        if create:
-            with _creation_lock(path.parent):
-                _enable_wal(path)
-                storage = rdb_storage(url, max_retries, heartbeat)
-                return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
-                                           direction="minimize", load_if_exists=True)
-    storage = rdb_storage(url, max_retries, heartbeat)
     if not create:
+        if path is not None and not path.exists():
+            raise UserError(f"no study database at {path}: run `python -m sweep run --study {name}` first")
         try:
-            return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+            return optuna.load_study(study_name=name, storage=rdb_storage(url, heartbeat), sampler=sampler,
+                                     pruner=pruner)
         except KeyError:
             raise UserError(f"no study named {name!r} in {_redact(url)}") from None
-    for attempt in range(5):  # other workers may be creating it right now
-        try:
-            return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
-                                       direction="minimize", load_if_exists=True)
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    with _creation_lock(url):
+        if path is not None:
+            _enable_wal(path)
+        return optuna.create_study(storage=rdb_storage(url, heartbeat), study_name=name, sampler=sampler,
+                                   pruner=pruner, direction="minimize", load_if_exists=True)

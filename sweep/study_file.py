@@ -60,6 +60,17 @@ class ExecutionConfig(Strict):
     timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout'.")
     max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")
     max_consecutive_failures: int = Field(3, ge=1, description="Stop the run after this many failed trials in a row.")
+    heartbeat_seconds: int = Field(10, ge=1, description="A running trial's worker records a heartbeat this often.")
+    stale_after_seconds: int = Field(
+        30, ge=1, description="A running trial without a heartbeat for this long is failed as stale and retried."
+    )
+
+    @model_validator(mode="after")
+    def _grace_longer_than_heartbeat(self):
+        if self.stale_after_seconds <= self.heartbeat_seconds:
+            raise ValueError(f"stale_after_seconds ({self.stale_after_seconds}) must be longer than "
+                             f"heartbeat_seconds ({self.heartbeat_seconds})")
+        return self
 
 
 class StudyFile(Strict):

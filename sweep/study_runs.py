@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.storage import default_storage_url, open_study, study_dir
+from sweep.storage import default_storage_url, open_study
 from sweep.study_file import Study, load_study
 
 
@@ -15,8 +15,7 @@ def storage_url(args, study: Study) -> str:
 def open_existing(args):
     """(study file, optuna study) for read-only commands; a study never run is a UserError."""
     study = load_study(args.study)
-    folder = study_dir(args.runs_dir, study.name)
-    return study, open_study(storage_url(args, study), study.name, folder, create=False)
+    return study, open_study(storage_url(args, study), study.name, create=False)
 
 
 def add_study_arguments(parser) -> None:

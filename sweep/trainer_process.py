@@ -2,7 +2,8 @@
 
 Its stdout and stderr go to the trial's ``trainer.log``; what the orchestrator needs comes from the
 trial's ``events.jsonl``. Killing the whole process group means no child (a dataloader worker, a
-compile worker) survives to hold a GPU.
+compile worker) survives to hold a GPU. Each trainer gets its own compile caches (Unsloth, Triton,
+TorchInductor) under the trial folder, so trials running at once never write the same cache files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from trainer.events import EVENTS_FILE, EventReader
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_FILE = "trainer.log"
+CACHE_DIRS = {"UNSLOTH_COMPILE_LOCATION": "unsloth_compiled", "TRITON_CACHE_DIR": "triton",
+              "TORCHINDUCTOR_CACHE_DIR": "inductor"}
+
+
+def trial_env(trial_dir: Path) -> dict[str, str]:
+    """Environment every trainer gets: per-trial caches, GPU indices in nvidia-smi's order."""
+    env = {name: str(Path(trial_dir) / "cache" / sub) for name, sub in CACHE_DIRS.items()}
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so CUDA_VISIBLE_DEVICES=N is nvidia-smi's GPU N
+    return env
 
 
 class TrainerProcess:
@@ -28,7 +38,7 @@ class TrainerProcess:
         self.trial_dir = Path(trial_dir)
         self.log_path = self.trial_dir / LOG_FILE
         self.events = EventReader(self.trial_dir / EVENTS_FILE)
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ, **trial_env(self.trial_dir), **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), full_env.get("PYTHONPATH")]))
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.log_path, "ab") as log:

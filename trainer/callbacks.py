@@ -7,9 +7,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from trainer.callbacks_contract import STOP_FILE
 from trainer.events import Evaluation, EventWriter, Phase, Progress
 
-from trainer.callbacks_contract import STOP_FILE
 WARMUP_STEPS_EXCLUDED = 2
 
 
@@ -75,6 +75,12 @@ class EventCallback(TrainerCallback):
         if self.eval_points:
             n = min(self.eval_points, state.max_steps)
             self.points = {max(1, round(k * state.max_steps / n)): k for k in range(1, n + 1)}
+        # resumed from a checkpoint: its log history holds the evaluations made before the interruption
+        for entry in state.log_history:
+            if "eval_loss" in entry:
+                self.last_eval = (entry["step"], entry["eval_loss"])
+                self.events.emit(Evaluation(step=entry["step"], total_steps=state.max_steps, eval_loss=entry["eval_loss"],
+                                            point=self.points.get(entry["step"]), restored=True))
 
     def on_step_end_schedule(self, state, control) -> None:
         if state.global_step in self.points:

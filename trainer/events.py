@@ -62,13 +62,18 @@ class Progress(_Event):
 
 
 class Evaluation(_Event):
-    """Eval loss at a step; ``point`` is its ordinal among the trial's evenly spread eval points."""
+    """Eval loss at a step; ``point`` is its ordinal among the trial's evenly spread eval points.
+
+    ``restored``: measured by an earlier, interrupted run of this trial and read back from the
+    checkpoint it resumes from, so a resumed trial reports its whole history.
+    """
 
     event: Literal["eval"] = "eval"
     step: int
     total_steps: int
     eval_loss: float
     point: int | None = None
+    restored: bool = False
 
 
 class Result(_Event):
@@ -84,6 +89,7 @@ class Result(_Event):
     tokens_per_second: float | None = None
     peak_memory_mb: float | None = None
     train_seconds: float | None = None
+    train_tokens: int | None = None
     backend: str | None = None
     samples: list[dict[str, str]] = Field(default_factory=list)
 

@@ -19,6 +19,7 @@ from trainer.spec import TrialSpec
 EXIT_CODES = {"ok": 0, "stopped": 0, "error": 1, "bad_input": 2, "oom": 3}
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
+FOLDER_WAIT_SECONDS = 60  # a killed previous trainer of this folder is gone well within this
 
 
 class BadInput(ValueError):
@@ -26,9 +27,16 @@ class BadInput(ValueError):
 
 
 def main(spec_path: Path) -> int:
+    from trainer.process_guard import FolderBusy, exit_with_parent, hold_trial_folder
+
     started = time.time()
+    exit_with_parent()
     spec = TrialSpec.read(spec_path)
-    spec.out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = hold_trial_folder(spec.out, FOLDER_WAIT_SECONDS)  # noqa: F841  (held until exit)
+    except FolderBusy as e:
+        print(f"FolderBusy: {e}", flush=True)
+        return EXIT_CODES["error"]
     events = EventWriter(spec.out / EVENTS_FILE)
     events.emit(Started(pid=os.getpid()))
     try:
@@ -80,9 +88,9 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     callback = EventCallback(events, spec.out, tokens_per_step, started, eval_points)
     trainer = SFTTrainer(
         model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        callbacks=[callback, *fault_callbacks(config.per_device_train_batch_size)],
+        callbacks=[callback, *fault_callbacks(config.per_device_train_batch_size, spec.trial_number)],
     )
-    checkpoint = last_checkpoint(spec) if spec.resume else None
+    checkpoint = last_checkpoint(spec, config.per_device_train_batch_size) if spec.resume else None
     resumed = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
     notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}"]
     events.emit(Setup(backend=backend, device=device, total_steps=_total_steps(trainer, config), train_rows=len(train_ds),
@@ -95,7 +103,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     step = trainer.state.global_step
     base = {"steps": step, "train_seconds": train_seconds, "backend": backend,
             "tokens_per_second": callback.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
-            "train_loss": output.training_loss}
+            "train_loss": mean_train_loss(trainer.state.log_history, output.training_loss), "train_tokens": round((step - resumed) * tokens_per_step)}
     if callback.stopped:
         return Result(status="stopped", reason="stopped by the orchestrator (pruned)", **base)
     if callback.last_eval is None or callback.last_eval[0] != step:
@@ -103,6 +111,20 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     adapter = save_adapter(spec, trainer.model, tokenizer)
     samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, device)
     return Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples, **base)
+
+
+def mean_train_loss(log_history: list[dict], fallback: float) -> float:
+    """Mean train loss over every step of the trial, those before a resume included.
+
+    The Trainer's own figure covers only the steps of the last ``train()`` call; the logged losses
+    (each the mean over its logging interval) carry the whole history.
+    """
+    total, last_step = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - last_step)
+            last_step = entry["step"]
+    return total / last_step if last_step else fallback
 
 
 def _phase(events: EventWriter, name: str, since: float) -> float:
@@ -191,11 +213,29 @@ def _mean_tokens(dataset) -> float:
     return sum(len(ids) for ids in dataset["input_ids"]) / max(1, len(dataset))
 
 
-def last_checkpoint(spec: TrialSpec) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def last_checkpoint(spec: TrialSpec, micro_batch: int) -> str | None:
+    """The newest complete checkpoint of this trial's configuration, or None to start over.
+
+    The Trainer writes a checkpoint in place and its ``trainer_state.json`` last, so a process
+    killed while saving leaves a newer, incomplete folder: those are skipped and removed. A
+    checkpoint made with another micro-batch (before an out-of-memory retry halved it) is not
+    this run's history: training starts over.
+    """
+    import json
+    import re
 
     folder = spec.out / CHECKPOINT_DIR
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    found = [p for p in folder.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    for candidate in sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
+        try:
+            state = json.loads((candidate / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(candidate, ignore_errors=True)
+            continue
+        if state.get("train_batch_size") != micro_batch:
+            return None
+        return str(candidate)
+    return None
 
 
 def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:

@@ -1,8 +1,10 @@
 """``python -m sweep run --study NAME``: run (or resume) a study until it has ``n_trials`` finished trials.
 
 Running the same command again resumes: finished trials count towards ``n_trials``, trials left
-RUNNING by a killed orchestrator are failed by Optuna's heartbeat check and retried, and trials
-interrupted by Ctrl-C are retried from their last checkpoint.
+RUNNING by a killed orchestrator are failed as stale once their heartbeat is older than
+``execution.stale_after_seconds`` and retried, and trials interrupted by Ctrl-C are retried; a retry
+resumes from the trial's last checkpoint. Several workers (processes, hosts) may run the same
+study at once through one storage; see docs/parallel.md.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from sweep.study_runs import add_study_arguments
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run or resume a study", description=__doc__.splitlines()[0])
     add_study_arguments(parser)
-    parser.add_argument("--gpus", help="comma-separated GPU indices to run trials on (default: the trainer's choice)")
-    parser.add_argument("--trials-per-gpu", default="1", help="concurrent trials per GPU (default 1)")
+    parser.add_argument("--gpus", help="GPU indices to run trials on, like 0,1,2,3, or 'all' "
+                                       "(default: the trainer's choice: the only GPU, or the CPU)")
+    parser.add_argument("--trials-per-gpu", default="1", metavar="K",
+                        help="trials running at once on each GPU: a number, or 'auto' to fit as many as an "
+                             "estimate of a trial's memory allows in each GPU's free memory (default 1)")
     parser.set_defaults(func=main)
 
 

@@ -1,0 +1,146 @@
+"""The worker loop: run trials on several threads until the study has ``n_trials`` finished trials.
+
+Used instead of ``study.optimize`` so that the study's total is met exactly, however many workers
+share it: each thread, inside the :class:`~sweep.study_gate.StudyGate`,
+
+1. fails stale trials (their worker died) and queues them again (:mod:`sweep.retries`);
+2. counts finished (COMPLETE, PRUNED) and RUNNING trials of the whole study;
+3. stops when enough have finished; waits when the running ones would reach the total;
+4. otherwise asks Optuna for the next trial (a queued retry first) and records its first heartbeat.
+
+Then it runs the objective outside the gate and tells Optuna the outcome. A heartbeat thread
+beats for every trial this worker runs, so other workers can tell when this one has died.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.errors import UserError
+from sweep.objective import Interrupted, TrialFailed
+from sweep.retries import fail_stale_trials, requeue
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WAIT_SECONDS = 1.0  # how often an idle thread looks again for a trial to run
+
+
+class TrialLoop:
+    """Runs ``objective`` on ``threads`` threads; see the module docstring."""
+
+    def __init__(self, optuna_study: optuna.Study, objective, gate, *, n_trials: int, threads: int,
+                 heartbeat_seconds: int, stale_after_seconds: int, max_retries: int,
+                 max_consecutive_failures: int) -> None:
+        self.study = optuna_study
+        self.objective = objective
+        self.gate = gate
+        self.n_trials, self.threads = n_trials, threads
+        self.heartbeat_seconds, self.stale_after_seconds = heartbeat_seconds, stale_after_seconds
+        self.max_retries, self.max_failures = max_retries, max_consecutive_failures
+        self.stopping = objective.stopping  # Ctrl-C/SIGTERM: running trainers are stopped too
+        self.draining = threading.Event()  # too many failures, or an error: running trials may finish
+        self.failures_in_a_row = 0
+        self.tripped = False
+        self.error: BaseException | None = None
+        self._running: set[int] = set()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        """Run until done or stopped; re-raises a UserError or a bug from a worker thread."""
+        workers = [threading.Thread(target=self._work, name=f"trial-worker-{i}") for i in range(self.threads)]
+        beat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        beat.start()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():  # short joins: the main thread must stay free for signal handlers
+                worker.join(0.2)
+        self._done.set()
+        if self.error is not None:
+            raise self.error
+
+    def _work(self) -> None:
+        while not (self.stopping.is_set() or self.draining.is_set()):
+            try:
+                trial = self._next_trial()
+            except BaseException as error:  # a storage failure: stop the run and report it
+                self._stop_with(error)
+                return
+            if trial is None:
+                if self._finished() >= self.n_trials:
+                    return
+                self.stopping.wait(WAIT_SECONDS)
+                continue
+            self._run(trial)
+
+    def _next_trial(self) -> optuna.Trial | None:
+        with self.gate:
+            fail_stale_trials(self.study, self.stale_after_seconds, self.max_retries)
+            finished = self._finished()
+            running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if self.stopping.is_set() or self.draining.is_set() or finished + running >= self.n_trials:
+                return None
+            trial = self.study.ask()
+            self.study._storage.record_heartbeat(trial._trial_id)
+        with self._lock:
+            self._running.add(trial._trial_id)
+        return trial
+
+    def _run(self, trial: optuna.Trial) -> None:
+        try:
+            value = self.objective(trial)
+        except optuna.TrialPruned:
+            self._tell(trial, TrialState.PRUNED)
+        except TrialFailed:
+            self._tell(trial, TrialState.FAIL)
+            self._count_failure()
+        except Interrupted:
+            self._tell(trial, TrialState.FAIL)
+            requeue(self.study, self.study._storage.get_trial(trial._trial_id), self.max_retries)
+        except BaseException as error:  # UserError (bad input) or a bug: fail the trial, stop, report
+            if not isinstance(error, UserError):
+                self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                                        f"crash: orchestrator: {type(error).__name__}: {error}")
+            self._tell(trial, TrialState.FAIL)
+            self._stop_with(error)
+        else:
+            self._tell(trial, TrialState.COMPLETE, value)
+        finally:
+            with self._lock:
+                self._running.discard(trial._trial_id)
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+        # skip_if_finished: another worker may have failed it as stale (this one looked dead for a while)
+        self.study.tell(trial, value, state=state, skip_if_finished=True)
+        if state != TrialState.FAIL:
+            with self._lock:
+                self.failures_in_a_row = 0
+
+    def _count_failure(self) -> None:
+        with self._lock:
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= self.max_failures:
+                self.tripped = True
+                self.draining.set()
+
+    def _stop_with(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+        self.draining.set()
+
+    def _finished(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED))
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.heartbeat_seconds):
+            with self._lock:
+                running = list(self._running)
+            for trial_id in running:
+                try:
+                    self.study._storage.record_heartbeat(trial_id)
+                except Exception:  # storage briefly unreachable: the next beat tries again
+                    pass
