@@ -38,7 +38,7 @@ search:
   n_trials: {n_trials}
   params: {{learning_rate: 2.0e-4, r: 16, lora_alpha: 16, use_rslora: false, num_train_epochs: 1}}
   pruner: {{name: none}}
-execution: {{timeout_minutes: 9}}
+execution: {{timeout_minutes: 9, worker_max_leak_mb: 8000}}
 """
 
 
@@ -61,7 +61,8 @@ def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -
         rows.append({"run": f"sweep trial {trial['number']}", "tokens_per_second": round(a.get("tokens_per_second") or 0),
                      "peak_gib": round(a.get("peak_memory_mb", 0) / 1024, 2), "first_step_s": phases.get("first_step"),
                      "last_step_to_recorded_s": round(recorded - last_step, 1) if recorded else None,
-                     "phases": phases, "state": trial["state"]})
+                     "phases": phases, "state": trial["state"],
+                     "gpu_leak_mb": next((e.get("gpu_leak_mb") for e in events if e["event"] == "result"), None)})
     return rows
 
 

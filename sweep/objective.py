@@ -31,6 +31,7 @@ from sweep.progress import ProgressView
 from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
+from sweep.warm_trainers import WarmTrainerPool
 from trainer.events import Evaluation, Progress, Result, Setup
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
 
@@ -59,6 +60,9 @@ class Objective:
         self.progress = progress
         self.pool = pool
         self.stopping = stopping
+        execution = study.config.execution
+        self.warm = WarmTrainerPool(folder / "workers", execution.backend, execution.worker_max_trials,
+                                    execution.worker_max_leak_mb) if execution.warm_workers else None
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = self.study.config.search.params.sample(trial)
@@ -86,6 +90,7 @@ class Objective:
             training=TrainingSpec(**c.training.model_dump(), learning_rate=values["learning_rate"],
                                   num_train_epochs=values["num_train_epochs"]),
             samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
+            cache_dir=str(self.folder / "cache"),
         )
 
     def _run_placed(self, trial: optuna.Trial, spec: TrialSpec) -> float:
@@ -134,10 +139,17 @@ class Objective:
         spec.write(spec_path)
         for stale in ("STOP", "events.jsonl"):
             (spec.out / stale).unlink(missing_ok=True)
-        process = TrainerProcess(spec.out, spec_path, lease.env())
+        if self.warm is not None:
+            process = self.warm.start_trial(spec.out, spec_path, lease.env())
+        else:
+            process = TrainerProcess(spec.out, spec_path, lease.env())
         trial.set_user_attr("log_path", str(process.log_path))
         self.progress.trial_started(trial.number, spec.params)
-        return self._follow(trial, spec, process)
+        try:
+            return self._follow(trial, spec, process)
+        finally:
+            if self.warm is not None:
+                self.warm.finished(process)
 
     def _follow(self, trial: optuna.Trial, spec: TrialSpec, process: TrainerProcess) -> Result:
         timeout = self.study.config.execution.timeout_minutes
@@ -225,6 +237,11 @@ class Objective:
         if result.status == "bad_input":
             raise UserError(f"{self.study.path}: trial {trial.number} cannot run: {reason}")
         raise TrialFailed(reason)
+
+    def close(self) -> None:
+        """End the idle warm workers (running trials end with their threads)."""
+        if self.warm is not None:
+            self.warm.close()
 
     def interrupt(self) -> None:
         """Stop the run: each running trial's thread ends its trainer and records it as interrupted."""

@@ -73,11 +73,16 @@ def run_study(args) -> int:
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
                          max_consecutive_failures=execution.max_consecutive_failures)
+        if objective.warm is not None:
+            for device, k in capacity.items():
+                for _ in range(min(k, search.n_trials - finished)):
+                    objective.warm.prewarm(device)
         restore = _install_signal_handlers(objective)
         try:
             loop.run()
         finally:
             restore()
+            objective.close()
     if stopping.is_set():
         print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
         return 130

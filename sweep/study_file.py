@@ -61,6 +61,13 @@ class ExecutionConfig(Strict):
     max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")
     max_consecutive_failures: int = Field(3, ge=1, description="Stop the run after this many failed trials in a row.")
     heartbeat_seconds: int = Field(10, ge=1, description="A running trial's worker records a heartbeat this often.")
+    warm_workers: bool = Field(
+        True, description="Run trials in warm trainer workers that import the training stack once (see docs)."
+    )
+    worker_max_trials: int = Field(8, ge=1, description="A warm worker is replaced after this many trials.")
+    worker_max_leak_mb: float = Field(
+        1024.0, ge=0, description="A warm worker is replaced when more GPU memory than this stays allocated."
+    )
     stale_after_seconds: int = Field(
         30, ge=1, description="A running trial without a heartbeat for this long is failed as stale and retried."
     )

@@ -31,6 +31,37 @@ def trial_env(trial_dir: Path) -> dict[str, str]:
     return env
 
 
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``, with the project importable by the child."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def kill_group(popen: subprocess.Popen, grace_seconds: float = 5.0) -> None:
+    """SIGTERM the process group of ``popen``, then SIGKILL it if it has not exited within ``grace_seconds``."""
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(popen.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            popen.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def last_line(log_path: Path) -> str:
+    """The last non-empty line of a log (at most 300 characters), or ''."""
+    try:
+        lines = [line for line in Path(log_path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
 class TrainerProcess:
     """A running trainer for one trial folder."""
 
@@ -38,13 +69,12 @@ class TrainerProcess:
         self.trial_dir = Path(trial_dir)
         self.log_path = self.trial_dir / LOG_FILE
         self.events = EventReader(self.trial_dir / EVENTS_FILE)
-        full_env = {**os.environ, **trial_env(self.trial_dir), **(env or {})}
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), full_env.get("PYTHONPATH")]))
-        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self.killed = False
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "trainer", str(spec_path)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=full_env, cwd=self.trial_dir, start_new_session=True,
+                stdin=subprocess.DEVNULL, env=child_env({**trial_env(self.trial_dir), **(env or {})}),
+                cwd=self.trial_dir, start_new_session=True,
             )
         self.started = time.time()
 
@@ -60,21 +90,9 @@ class TrainerProcess:
         (self.trial_dir / STOP_FILE).touch()
 
     def kill(self, grace_seconds: float = 5.0) -> None:
-        """SIGTERM the process group, then SIGKILL it if it has not exited within ``grace_seconds``."""
-        for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.popen.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """End the trainer and everything it started (its whole process group)."""
+        self.killed = True
+        kill_group(self.popen, grace_seconds)
 
     def last_log_line(self) -> str:
-        try:
-            lines = [l for l in self.log_path.read_text(errors="replace").splitlines() if l.strip()]
-        except OSError:
-            return ""
-        return lines[-1].strip()[:300] if lines else ""
+        return last_line(self.log_path)

@@ -22,8 +22,10 @@ def main() -> int:
     except (OSError, ValidationError) as e:
         print(f"error: {args.spec}: not a valid trial spec: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+    from trainer.process_guard import exit_with_parent
     from trainer.run_trial import main as run_trial
 
+    exit_with_parent()
     return run_trial(args.spec)
 
 

@@ -92,6 +92,8 @@ class Result(_Event):
     train_tokens: int | None = None
     backend: str | None = None
     samples: list[dict[str, str]] = Field(default_factory=list)
+    worker_exits: bool = Field(False, description="A warm worker ran this trial and exits after it.")
+    gpu_leak_mb: float | None = Field(None, description="Warm worker: GPU memory left allocated after the trial.")
 
 
 Event = Annotated[Union[Started, Phase, Setup, Progress, Evaluation, Result], Field(discriminator="event")]

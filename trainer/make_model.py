@@ -136,20 +136,27 @@ def build_tokenizer_large():
     return _wrap(tok)
 
 
-def build_large(size, out_dir):
-    """Random-weight Llama-3 8b/1b in bf16 (on CUDA if available) + WordLevel tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def large_config(size, tokenizer):
+    """LlamaConfig with the real Llama-3.1-8B / Llama-3.2-1B shapes (incl. llama3 RoPE scaling)."""
+    from transformers import LlamaConfig
 
-    tokenizer = build_tokenizer_large()
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=LLAMA3_VOCAB, max_position_embeddings=131072, rms_norm_eps=1e-5,
         initializer_range=0.02, hidden_act="silu", **LARGE[size],
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0 if size == "8b" else 32.0,
                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                          "original_max_position_embeddings": 8192},
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, dtype="bfloat16")
+
+
+def build_large(size, out_dir):
+    """Random-weight Llama-3 8b/1b in bf16 (on CUDA if available) + WordLevel tokenizer."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tokenizer_large()
+    config = large_config(size, tokenizer)
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_default_dtype(torch.bfloat16)

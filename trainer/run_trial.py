@@ -26,26 +26,33 @@ class BadInput(ValueError):
     """A problem with the study's inputs (data, model, template), not a bug."""
 
 
-def main(spec_path: Path) -> int:
-    from trainer.process_guard import FolderBusy, exit_with_parent, hold_trial_folder
+def main(spec_path: Path, started: float | None = None, before_result=None) -> int:
+    """Run the trial of ``spec_path``; returns the exit code.
 
-    started = time.time()
-    exit_with_parent()
+    ``before_result`` (used by the warm worker) sees the result once the trial's objects are out of
+    scope and may amend it before it is emitted.
+    """
+    from trainer.process_guard import FolderBusy, hold_trial_folder
+
+    started = started or time.time()
     spec = TrialSpec.read(spec_path)
     try:
-        lock = hold_trial_folder(spec.out, FOLDER_WAIT_SECONDS)  # noqa: F841  (held until exit)
+        lock = hold_trial_folder(spec.out, FOLDER_WAIT_SECONDS)
     except FolderBusy as e:
         print(f"FolderBusy: {e}", flush=True)
         return EXIT_CODES["error"]
-    events = EventWriter(spec.out / EVENTS_FILE)
-    events.emit(Started(pid=os.getpid()))
-    try:
-        result = run(spec, events, started)
-    except Exception as error:  # every failure becomes a recorded reason
-        traceback.print_exc()
-        result = _failure(error)
-    events.emit(result)
-    events.close()
+    with lock:
+        events = EventWriter(spec.out / EVENTS_FILE)
+        events.emit(Started(pid=os.getpid()))
+        try:
+            result = run(spec, events, started)
+        except Exception as error:  # every failure becomes a recorded reason
+            traceback.print_exc()
+            result = _failure(error)
+        if before_result is not None:
+            result = before_result(result)
+        events.emit(result)
+        events.close()
     return EXIT_CODES[result.status]
 
 
@@ -109,7 +116,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     if callback.last_eval is None or callback.last_eval[0] != step:
         trainer.evaluate()
     adapter = save_adapter(spec, trainer.model, tokenizer)
-    samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, device)
+    samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
     return Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples, **base)
 
 
@@ -167,6 +174,14 @@ def encode(spec: TrialSpec, tokenizer, train_rows, eval_rows, fmt):
     from trainer.chat_data import encode_rows, set_chat_template
 
     set_chat_template(tokenizer, spec.model.chat_template, needs_template=fmt != "text")
+    key = None
+    if spec.cache_dir:
+        from trainer import data_cache
+
+        key = data_cache.cache_key(spec, tokenizer)
+        cached = data_cache.load(Path(spec.cache_dir), key)
+        if cached is not None:
+            return cached
     responses_only = spec.data.train_on_responses_only
     if responses_only is None:
         responses_only = fmt != "text"
@@ -175,7 +190,10 @@ def encode(spec: TrialSpec, tokenizer, train_rows, eval_rows, fmt):
     evaluation = encode_rows(tokenizer, eval_rows, fmt, responses_only, max_len)
     if not train or not evaluation:
         raise BadInput("no row keeps an assistant token within model.max_seq_length")
-    return Dataset.from_list(train), Dataset.from_list(evaluation)
+    train_ds, eval_ds = Dataset.from_list(train), Dataset.from_list(evaluation)
+    if key is not None:
+        data_cache.store(Path(spec.cache_dir), key, train_ds, eval_ds)
+    return train_ds, eval_ds
 
 
 def sft_config(spec: TrialSpec, device: str):
@@ -251,7 +269,7 @@ def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:
     return final.resolve()
 
 
-def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, device) -> list[dict[str, str]]:
+def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, backend) -> list[dict[str, str]]:
     """Answers to the first ``samples.count`` eval prompts, for reading next to the loss."""
     if not spec.samples.count or fmt == "text":
         return []
@@ -261,6 +279,10 @@ def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, device) 
 
     samples = []
     model.eval()
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
     for row in eval_rows[: spec.samples.count]:
         messages = as_messages(row, fmt)
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")

@@ -140,6 +140,7 @@ class TrialSpec(Strict):
         "auto", description="'auto': Unsloth where installed and a GPU is present, else transformers + PEFT."
     )
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir if there is one.")
+    cache_dir: str | None = Field(None, description="Per-study cache of tokenised datasets (none: no cache).")
 
     @property
     def out(self) -> Path:
