@@ -85,6 +85,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gpu-check"))
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--skip-16bit", action="store_true")
+    parser.add_argument("--four-bit-trials", type=int, default=2)
     args = parser.parse_args()
     work = args.workdir
     model, data, runs = work / "llama-8b", work / "data", work / "runs"
@@ -92,7 +93,7 @@ def main() -> int:
     ensure_model(model)
     synthetic_chat(data / "train.jsonl", 96, 1)
     synthetic_chat(data / "eval.jsonl", 16, 2)
-    studies = [("gpu-4bit", True, 2)] + ([] if args.skip_16bit else [("gpu-16bit", False, 1)])
+    studies = [("gpu-4bit", True, args.four_bit_trials)] + ([] if args.skip_16bit else [("gpu-16bit", False, 1)])
     rows = []
     for name, four_bit, n in studies:
         path = work / f"{name}.yaml"

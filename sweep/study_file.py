@@ -66,7 +66,7 @@ class ExecutionConfig(Strict):
     )
     worker_max_trials: int = Field(8, ge=1, description="A warm worker is replaced after this many trials.")
     worker_max_leak_mb: float = Field(
-        1024.0, ge=0, description="A warm worker is replaced when more GPU memory than this stays allocated."
+        4096.0, ge=0, description="A warm worker is replaced when more GPU memory than this stays allocated."
     )
     stale_after_seconds: int = Field(
         30, ge=1, description="A running trial without a heartbeat for this long is failed as stale and retried."

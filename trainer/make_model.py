@@ -5,10 +5,10 @@
     python -m trainer.make_model 8b  OUT_DIR     # GPU machine: Llama-3.1-8B shape, random weights
 
 ``tiny``: 2-layer, hidden-64 float32 Llama with a 512-token byte-level BPE tokenizer
-trained on the message contents of the demo chat data. Seeded and single-threaded,
-so model.safetensors and tokenizer.json are byte-identical between runs. Its
-initializer_range is 0.2 (not 0.02): with the default the frozen lm_head keeps the
-loss near ln(vocab) and LoRA cannot learn anything.
+trained on the message contents of the demo chat data. Seeded (and BPE training
+runs without parallelism), so model.safetensors and tokenizer.json are byte-identical
+between runs. Its initializer_range is 0.2 (not 0.02): with the default the frozen
+lm_head keeps the loss near ln(vocab) and LoRA cannot learn anything.
 
 ``8b``/``1b``: real Llama-3 shapes in bf16 (built on CUDA when available) with a
 WordLevel tokenizer of synthetic words "w0".."w127999" plus the 256 Llama-3 special
