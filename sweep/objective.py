@@ -21,6 +21,7 @@ from sweep.errors import UserError
 from sweep.progress import ProgressView
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
+from sweep.trial_artifacts import artifact_store, attach_trial_files
 from trainer.events import Evaluation, Progress, Result, Setup
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
 
@@ -50,6 +51,7 @@ class Objective:
         self.stopping = threading.Event()
         self._running: dict[int, TrainerProcess] = {}
         self._lock = threading.Lock()
+        self.artifacts = artifact_store(folder)
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = self.study.config.search.params.sample(trial)
@@ -96,6 +98,7 @@ class Objective:
             spec.resume = False
             shutil.rmtree(spec.out / "checkpoints", ignore_errors=True)
             result = self._run_once(trial, spec, slot)
+        attach_trial_files(trial, spec.out, result.samples, self.artifacts)
         return self._conclude(trial, result)
 
     def _run_once(self, trial: optuna.Trial, spec: TrialSpec, slot: str | None) -> Result:
