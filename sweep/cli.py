@@ -1,4 +1,4 @@
-"""Command line of the sweep: ``python -m sweep {run,status,best,dashboard} --study NAME``.
+"""Command line of the sweep: ``python -m sweep {run,status,best,dashboard,report} --study NAME``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m sweep status --study demo --json    # trials as JSON
     python -m sweep best --study demo             # the best trial and its adapter
     python -m sweep dashboard --study demo        # compare trials in optuna-dashboard, with their files
+    python -m sweep report --study demo           # HTML report: loss curves, importances, samples
 
 User mistakes print one line each (``error: ...``) and exit 2; ``-v`` shows the traceback.
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sweep.commands import best, dashboard, run, status
+from sweep.commands import best, dashboard, report, run, status
 from sweep.errors import UserError
 
-COMMANDS = (run, status, best, dashboard)
+COMMANDS = (run, status, best, dashboard, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
