@@ -43,6 +43,13 @@ def choose_trial(optuna_study, study_name: str, number: int | None):
     return chosen
 
 
+def complete_count(optuna_study) -> int:
+    """How many trials of the study are COMPLETE (the model card says "the best of N")."""
+    from optuna.trial import TrialState
+
+    return len(optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
 def trial_adapter(trial) -> Path:
     """The trial's adapter folder, which must still be on disk."""
     path = trial.user_attrs.get("adapter_path")

@@ -48,7 +48,7 @@ def parse_trial(text: str | None) -> int | None:
 
 
 def main(args) -> int:
-    from sweep.export_adapter import check_destination, choose_trial, export_trial, trial_adapter
+    from sweep.export_adapter import check_destination, choose_trial, complete_count, export_trial, trial_adapter
 
     number = parse_trial(args.trial)
     if args.merge_dtype not in MERGE_DTYPES:
@@ -59,13 +59,10 @@ def main(args) -> int:
     study, optuna_study = open_existing(args)
     trial = choose_trial(optuna_study, study.name, number)
     adapter = trial_adapter(trial)
-    from optuna.trial import TrialState
-
-    n_complete = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if args.merge:
         print(f"merging trial #{trial.number}'s adapter into its base model (in a trainer subprocess)...", flush=True)
-    to = export_trial(trial, adapter, args.to, study.name, optuna_study.best_trial.number, n_complete,
-                      args.merge_dtype if args.merge else None)
+    to = export_trial(trial, adapter, args.to, study.name, optuna_study.best_trial.number,
+                      complete_count(optuna_study), args.merge_dtype if args.merge else None)
     print(f"exported trial #{trial.number} of study {study.name} (eval loss {trial.value:.4f}) to {to}")
     if args.merge:
         print(f"  merged model: {to / 'merged'}")
