@@ -1,11 +1,13 @@
-"""Command line of the sweep: ``python -m sweep {run,status,best} --study NAME``.
+"""Command line of the sweep: ``python -m sweep {run,status,best,dashboard,report,export} --study NAME``.
 
 Examples::
 
     python -m sweep run --study demo              # run (or resume) studies/demo.yaml
     python -m sweep status --study demo --json    # trials as JSON
     python -m sweep best --study demo             # the best trial and its adapter
-    optuna-dashboard sqlite:///runs/demo/study.db # compare trials in the browser
+    python -m sweep dashboard --study demo        # compare trials in optuna-dashboard, with their files
+    python -m sweep report --study demo           # HTML report: loss curves, importances, samples
+    python -m sweep export --study demo --to out/ # the best adapter with a model card (--merge: merged too)
 
 User mistakes print one line each (``error: ...``) and exit 2; ``-v`` shows the traceback.
 """
@@ -15,10 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sweep.commands import best, run, status
+from sweep.commands import best, dashboard, export, report, run, status
 from sweep.errors import UserError
 
-COMMANDS = (run, status, best)
+COMMANDS = (run, status, best, dashboard, report, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ from sweep.progress import ProgressView
 from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
+from sweep.trial_artifacts import artifact_store, attach_trial_files
 from sweep.warm_trainers import WarmTrainerPool
 from trainer.events import Evaluation, Progress, Result, Setup
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
@@ -63,6 +64,7 @@ class Objective:
         execution = study.config.execution
         self.warm = WarmTrainerPool(folder / "workers", execution.backend, execution.worker_max_trials,
                                     execution.worker_max_leak_mb) if execution.warm_workers else None
+        self.artifacts = artifact_store(folder)
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = self.study.config.search.params.sample(trial)
@@ -125,6 +127,7 @@ class Objective:
         finally:
             if lease is not None:
                 self.pool.release(lease)
+        attach_trial_files(trial, spec.out, result.samples, self.artifacts)
         return self._conclude(trial, result)
 
     def _acquire(self, trial: optuna.Trial, exclusive: bool) -> Lease:

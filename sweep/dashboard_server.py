@@ -1,0 +1,51 @@
+"""Serving optuna-dashboard for one study, with the study's artifact store; see ``sweep.commands.dashboard``.
+
+optuna-dashboard's own WSGI app (``optuna_dashboard.wsgi``) on a threaded ``wsgiref`` server, as its
+CLI does: a browser loads the page, the bundle and several API calls at once, and a single-threaded
+server would answer them one by one. Request lines are not logged; a port in use or a host that
+cannot be bound is a one-line error.
+"""
+
+from __future__ import annotations
+
+import socketserver
+import sys
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from sweep.errors import UserError
+from sweep.storage import rdb_storage, study_dir
+from sweep.study_runs import open_existing, storage_url
+from sweep.trial_artifacts import artifact_store
+
+
+class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:  # one line per request would bury the URL
+        pass
+
+
+def serve_dashboard(args, host: str, port: int) -> int:
+    """Serve the dashboard of ``args.study`` on ``host:port`` until Ctrl-C; returns the exit code."""
+    import optuna_dashboard
+
+    study, _ = open_existing(args)  # a study never run is a UserError here, not a 404 in the browser
+    storage = rdb_storage(storage_url(args, study))
+    study_id = storage.get_study_id_from_name(study.name)
+    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(study_dir(args.runs_dir, study.name)))
+    try:
+        server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
+    except OSError as e:
+        raise UserError(f"--host {host} --port {port}: cannot listen there: {e.strerror or e}; "
+                        "choose another port with --port") from None
+    print(f"optuna-dashboard for study {study.name}: http://{host}:{port}/dashboard/studies/{study_id}"
+          " (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
