@@ -54,7 +54,7 @@ def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -
     rows = []
     for trial in json.loads(status.stdout or "[]"):
         a = trial["user_attrs"]
-        events = [json.loads(l) for l in (Path(a["trial_dir"]) / "events.jsonl").read_text().splitlines()]
+        events = [json.loads(line) for line in (Path(a["trial_dir"]) / "events.jsonl").read_text().splitlines()]
         phases = {e["name"]: round(e["seconds"], 1) for e in events if e["event"] == "phase"}
         last_step = max(e["time"] for e in events if e["event"] == "progress")
         recorded = dt.datetime.fromisoformat(trial["datetime_complete"]).timestamp() if trial["datetime_complete"] else None
@@ -84,7 +84,7 @@ def main() -> int:
             continue
         done = sh(sys.executable, str(ROOT / "bench" / "bare_train.py"), run.removeprefix("bare-"), str(model), str(data),
                   "--steps", str(args.steps), timeout=900)
-        lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         rows.append(json.loads(lines[-1]) if lines else {"run": run, "error": done.stderr[-800:]})
         print(rows[-1], flush=True)
     print("\n| run | tokens/s (steady) | peak GPU GiB | start to first step (s) | last step to recorded (s) |")

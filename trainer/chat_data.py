@@ -64,7 +64,7 @@ def encode_messages(tokenizer, messages: list[dict], responses_only: bool, max_l
         return {"input_ids": ids, "labels": list(ids)}
     labels = [
         tok if any(start <= begin < end for start, end in spans) else IGNORE
-        for tok, (begin, _) in zip(ids, enc["offset_mapping"])
+        for tok, (begin, _) in zip(ids, enc["offset_mapping"], strict=True)
     ]
     return {"input_ids": ids, "labels": labels}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -96,7 +96,7 @@ class Result(_Event):
     gpu_leak_mb: float | None = Field(None, description="Warm worker: GPU memory left allocated after the trial.")
 
 
-Event = Annotated[Union[Started, Phase, Setup, Progress, Evaluation, Result], Field(discriminator="event")]
+Event = Annotated[Started | Phase | Setup | Progress | Evaluation | Result, Field(discriminator="event")]
 _EVENT = TypeAdapter(Event)
 
 

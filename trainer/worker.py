@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(request.get("env", {}))  # the trial's own variables (not CUDA_VISIBLE_DEVICES)
         exits = False
 
-        def settle(result):
+        def settle(result, count=count):
             nonlocal exits
             leaked = settle_memory(device) - baseline
             exits = result.status not in ("ok", "stopped") or leaked > args.max_leak_mb or count >= args.max_trials

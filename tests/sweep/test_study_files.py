@@ -104,8 +104,8 @@ def test_all_problems_of_a_file_are_reported_together(tmp_path):
     text = BASE.replace("choices: [4, 8]", "choices: []").replace("n_trials: 2", "n_trials: 0")
     lines = errors_of(write(tmp_path, text + "colour: red\n"))
     assert len(lines) == 3
-    assert any("search.n_trials" in l and "0" in l for l in lines)
-    assert any("colour: unknown key" in l for l in lines)
+    assert any("search.n_trials" in line and "0" in line for line in lines)
+    assert any("colour: unknown key" in line for line in lines)
 
 
 def test_missing_required_section(tmp_path):
@@ -125,7 +125,7 @@ def test_eval_and_eval_fraction_are_exclusive(tmp_path):
 
 
 def test_no_eval_set_at_all(tmp_path):
-    text = "\n".join(l for l in BASE.splitlines() if not l.startswith("  eval:"))
+    text = "\n".join(line for line in BASE.splitlines() if not line.startswith("  eval:"))
     (line,) = errors_of(write(tmp_path, text))
     assert "an eval set is needed" in line
 

@@ -25,7 +25,7 @@ def tokenizer():
 
 
 def labelled_text(tokenizer, item) -> str:
-    return tokenizer.decode([t for t, l in zip(item["input_ids"], item["labels"]) if l != IGNORE])
+    return tokenizer.decode([t for t, label in zip(item["input_ids"], item["labels"], strict=True) if label != IGNORE])
 
 
 def test_llama3_format_is_rendered(tokenizer):
