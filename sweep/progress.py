@@ -63,7 +63,7 @@ class ProgressView:
         with self._lock:
             self.running[number] = _Running(params)
         if not self._live:
-            self.console.print(f"trial {number} started: {format_params(params)}", highlight=False)
+            self.console.print(f"trial {number} started: {format_params(params)}", highlight=False, soft_wrap=True)
 
     def trial_step(self, number: int, step: int, total: int) -> None:
         with self._lock:
@@ -83,7 +83,7 @@ class ProgressView:
         took = f" in {time.time() - run.started:.0f}s" if run else ""
         shown = f" eval_loss={value:.4f}" if value is not None else ""
         why = f" ({reason})" if reason else ""
-        self.console.print(f"trial {number} {state}{shown}{took}{why}", highlight=False)
+        self.console.print(f"trial {number} {state}{shown}{took}{why}", highlight=False, soft_wrap=True)
 
     def render(self) -> Group:
         with self._lock:
