@@ -1,0 +1,54 @@
+"""Models that cannot serve end their trial with a clear recorded reason and a one-line error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+from transformers import ViTConfig, ViTModel
+
+from tests.conftest import status_json, sweep_cli
+from tests.sweep.live_study import ROOT, sweep_env, write_study
+
+TINY = ROOT / "studies" / "models" / "tiny-llama"
+
+
+def study_on(tmp_path, model_dir, chat_template="model"):
+    path = write_study(tmp_path, "bad-model", n_trials=2, max_steps=2)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"]["name_or_path"] = str(model_dir)
+    raw["model"]["chat_template"] = chat_template
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_tokenizer_without_chat_template_on_chat_data(tmp_path):
+    model = tmp_path / "no-template"
+    shutil.copytree(TINY, model)
+    (model / "chat_template.jinja").unlink()
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    study = study_on(tmp_path, model)
+    runs = tmp_path / "runs"
+    done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs), env=sweep_env())
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "has no chat template" in done.stderr and "chat_template: llama-3" in done.stderr
+    (trial,) = status_json(str(study), runs)
+    assert trial["state"] == "FAIL" and "no chat template" in trial["user_attrs"]["fail_reason"]
+
+
+def test_model_that_is_not_a_causal_lm(tmp_path):
+    model = tmp_path / "vit"  # an image encoder: no causal-LM class exists for it
+    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       image_size=8, patch_size=4)).save_pretrained(model)
+    shutil.copy(TINY / "tokenizer.json", model / "tokenizer.json")
+    shutil.copy(TINY / "tokenizer_config.json", model / "tokenizer_config.json")
+    study = study_on(tmp_path, model, chat_template="llama-3")
+    runs = tmp_path / "runs"
+    done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs), env=sweep_env())
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "as a causal LM" in done.stderr
+    (trial,) = status_json(str(study), runs)
+    assert trial["state"] == "FAIL" and "causal LM" in trial["user_attrs"]["fail_reason"]
