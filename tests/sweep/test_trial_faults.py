@@ -11,7 +11,14 @@ import signal
 from optuna.trial import TrialState
 
 from tests.sweep.live_study import (
-    assert_study_finished_exactly, events, load_trials, run_sweep, sqlite_url, start_sweep, trainer_pids, wait_for,
+    assert_study_finished_exactly,
+    events,
+    load_trials,
+    run_sweep,
+    sqlite_url,
+    start_sweep,
+    trainer_pids,
+    wait_for,
     write_study,
 )
 from tests.sweep.test_run_bad_input import fake_nvidia_smi
