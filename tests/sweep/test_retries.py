@@ -33,7 +33,8 @@ def test_trials_of_dead_workers_are_failed_with_the_reason_and_queued_again(tmp_
     time.sleep(GRACE + 1.5)
     alive = running_trial(optuna_study, heartbeat=True)
 
-    assert sorted(fail_stale_trials(optuna_study, GRACE, max_retries=2)) == [silent.number, never_beat.number]
+    assert sorted(fail_stale_trials(optuna_study, GRACE, max_retries=2)) == \
+        [(silent.number, True), (never_beat.number, True)]
     trials = optuna_study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     for number in (silent.number, never_beat.number):
