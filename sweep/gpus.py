@@ -12,7 +12,6 @@ at most ``AUTO_MAX_PER_GPU``. Every mistake is a :class:`UserError`, raised befo
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -81,13 +80,6 @@ def plan_capacity(gpus_arg: str | None, per_gpu_arg: str,
         print(f"GPU {gpu.index}: {capacity[gpu.index]} trial(s) at once: about {need:.1f} GiB a trial, "
               f"{gpu.free_mib / 1024:.1f} GiB free{note}", flush=True)
     return capacity
-
-
-def trial_backend(backend: str) -> str:
-    """The backend a trial on a GPU will use ('auto' is Unsloth where it is installed)."""
-    if backend != "auto":
-        return backend
-    return "unsloth" if importlib.util.find_spec("unsloth") else "transformers"
 
 
 def _whole_number(value: str) -> int:

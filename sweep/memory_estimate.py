@@ -21,6 +21,7 @@ Nothing here imports torch or transformers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -33,9 +34,11 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
 NF4_BYTES = 0.5625  # 4-bit weights plus their blockwise scales (double quantisation)
 
 
-def estimate_trial_gib(study: Study, backend: str) -> float:
-    """Peak GPU memory of one trial of ``study`` in GiB; ``backend`` is 'unsloth' or 'transformers'."""
+def estimate_trial_gib(study: Study, backend: str | None = None) -> float:
+    """Peak GPU memory of one trial of ``study`` in GiB; ``backend`` ('unsloth' or 'transformers')
+    defaults to the one its trials will use on a GPU."""
     c = study.config
+    backend = backend or gpu_backend(c.execution.backend)
     cfg = _text_config(model_config(c.model.name_or_path))
     hidden, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
     inter = cfg.get("intermediate_size", 4 * hidden)
@@ -61,6 +64,13 @@ def estimate_trial_gib(study: Study, backend: str) -> float:
     activations = tokens * (checkpoints + 8 * hidden + 4 * inter) * dtype
     logits = tokens * vocab * ((dtype + 4 + 4) if backend == "transformers" else dtype / 4)
     return (weights + lora + activations + logits + OVERHEAD_BYTES) / GIB
+
+
+def gpu_backend(backend: str) -> str:
+    """The backend a trial on a GPU uses: 'auto' is Unsloth where it is installed (as the trainer decides)."""
+    if backend != "auto":
+        return backend
+    return "unsloth" if importlib.util.find_spec("unsloth") else "transformers"
 
 
 def max_rank(study: Study) -> int:

@@ -36,8 +36,8 @@ def requeue(optuna_study: optuna.Study, trial: FrozenTrial, max_retries: int) ->
     return True
 
 
-def fail_stale_trials(optuna_study: optuna.Study, grace_seconds: int, max_retries: int) -> list[int]:
-    """Fail the RUNNING trials whose worker stopped beating; returns their numbers.
+def fail_stale_trials(optuna_study: optuna.Study, grace_seconds: int, max_retries: int) -> list[tuple[int, bool]]:
+    """Fail the RUNNING trials whose worker stopped beating; returns (number, queued again) of each.
 
     Safe to call from many workers at once: only the worker whose update fails a trial requeues it.
     """
@@ -52,8 +52,7 @@ def fail_stale_trials(optuna_study: optuna.Study, grace_seconds: int, max_retrie
                 continue
         except UpdateFinishedTrialError:
             continue  # another worker failed it first, or its own worker just finished it
-        requeue(optuna_study, trial, max_retries)
-        failed.append(trial.number)
+        failed.append((trial.number, requeue(optuna_study, trial, max_retries)))
     return failed
 
 

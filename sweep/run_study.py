@@ -18,7 +18,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from sweep.gpu_slots import SlotPool
-from sweep.gpus import plan_capacity, trial_backend
+from sweep.gpus import plan_capacity
 from sweep.memory_estimate import estimate_trial_gib
 from sweep.objective import Objective
 from sweep.preflight import check_data
@@ -43,8 +43,7 @@ def run_study(args) -> int:
     study = load_study(args.study)
     check_data(study)
     execution, search = study.config.execution, study.config.search
-    capacity = plan_capacity(args.gpus, args.trials_per_gpu,
-                             lambda: estimate_trial_gib(study, trial_backend(execution.backend)))
+    capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
     optuna_study = open_study(url, study.name, pruner=build_pruner(search.pruner), create=True,

@@ -46,39 +46,53 @@ def sqlite_path(url: str) -> Path | None:
 def _creation_lock(url: str):
     """Held while the storage's tables and the study are created (see the module docstring)."""
     if url.startswith("postgresql"):
-        with _advisory_lock(url, f"lora-sweep:create:{url.rsplit('/', 1)[-1]}"):
-            yield
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        try:
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+            engine.connect().close()
+        except Exception as e:  # bad URL, refused connection, wrong password, missing driver
+            raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {_first_line(e)}") from e
+        try:
+            with advisory_lock(engine, f"lora-sweep:create:{url.rsplit('/', 1)[-1]}"):
+                yield
+        finally:
+            engine.dispose()
         return
     path = sqlite_path(url)
-    lock_path = path.parent / ".create.lock" if path else Path(tempfile.gettempdir()) / \
-        f"lora-sweep-create-{zlib.crc32(url.encode()):08x}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(path.parent / ".create.lock" if path else
+                   Path(tempfile.gettempdir()) / f"lora-sweep-create-{zlib.crc32(url.encode()):08x}.lock"):
+        yield
 
 
 @contextmanager
-def _advisory_lock(url: str, name: str):
-    import sqlalchemy
-    from sqlalchemy.pool import NullPool
+def file_lock(path: Path):
+    """An exclusive ``flock`` on ``path`` (created with its folder if missing); the kernel drops it if we die."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def advisory_lock(engine, name: str):
+    """A PostgreSQL session-level advisory lock named ``name``, on a connection of ``engine`` held meanwhile;
+    the server drops it if the connection dies with its process."""
+    from sqlalchemy import text
 
     key = zlib.crc32(name.encode())
-    try:
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-        connection = engine.connect()
-    except Exception as e:  # bad URL, refused connection, wrong password, missing driver
-        raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {_first_line(e)}") from e
-    try:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-        connection.commit()
-        yield
-    finally:
-        connection.close()  # ends the session, and with it the lock
-        engine.dispose()
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        connection.commit()  # end the implicit transaction: the session-level lock stays
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
 
 
 def _enable_wal(path: Path) -> None:

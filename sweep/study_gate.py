@@ -5,17 +5,18 @@ Every worker (every thread of every process, on every host) therefore takes this
 "fail stale trials, count finished and running trials, ask Optuna for a new one".
 
 On PostgreSQL the gate is a session-level advisory lock, which the server drops when the holder's
-connection dies. On SQLite (one host by nature) it is an ``flock`` on a file beside the database,
+connection dies. On SQLite (one host by nature) it is an ``flock`` on a file in the study's folder,
 which the kernel drops when the holder dies. Other storages get the file lock in the study's
 folder, which works across hosts only where that folder's file system honours ``flock``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import threading
-import zlib
+from contextlib import ExitStack
 from pathlib import Path
+
+from sweep.storage import advisory_lock, file_lock
 
 GATE_FILE = ".gate.lock"
 
@@ -25,49 +26,24 @@ class StudyGate:
 
     def __init__(self, optuna_study, url: str, folder: Path) -> None:
         self._threads = threading.Lock()
-        self._postgres = url.startswith("postgresql")
-        self._engine = getattr(optuna_study._storage, "_backend", optuna_study._storage).engine
-        self._key = zlib.crc32(f"lora-sweep:{optuna_study.study_name}".encode())  # advisory lock id
+        self._url = url
+        self._engine = getattr(optuna_study._storage, "_backend", optuna_study._storage).engine  # under Optuna's cache
+        self._name = f"lora-sweep:gate:{optuna_study.study_name}"
         self._path = Path(folder) / GATE_FILE
-        self._held = None
+        self._held: ExitStack | None = None
 
     def __enter__(self) -> StudyGate:
-        self._threads.acquire()
+        stack = ExitStack()
+        stack.enter_context(self._threads)
         try:
-            self._held = self._lock_postgres() if self._postgres else self._lock_file()
+            stack.enter_context(advisory_lock(self._engine, self._name) if self._url.startswith("postgresql")
+                                else file_lock(self._path))
         except BaseException:
-            self._threads.release()
+            stack.close()
             raise
+        self._held = stack
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
-            if self._postgres:
-                from sqlalchemy import text
-
-                self._held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-                self._held.close()
-            else:
-                fcntl.flock(self._held, fcntl.LOCK_UN)
-                self._held.close()
-        finally:
-            self._held = None
-            self._threads.release()
-
-    def _lock_postgres(self):
-        from sqlalchemy import text
-
-        connection = self._engine.connect()
-        try:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
-            connection.commit()  # end the implicit transaction; the session-level lock stays
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    def _lock_file(self):
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self._path, "w")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
+        held, self._held = self._held, None
+        held.close()

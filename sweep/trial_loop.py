@@ -78,7 +78,10 @@ class TrialLoop:
 
     def _next_trial(self) -> optuna.Trial | None:
         with self.gate:
-            fail_stale_trials(self.study, self.stale_after_seconds, self.max_retries)
+            for number, queued in fail_stale_trials(self.study, self.stale_after_seconds, self.max_retries):
+                again = "queued again, to resume from its checkpoint" if queued else "no retries left"
+                print(f"trial {number} FAIL (stale: no heartbeat from its worker for over "
+                      f"{self.stale_after_seconds} s; {again})", flush=True)
             finished = self._finished()
             running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             if self.stopping.is_set() or self.draining.is_set() or finished + running >= self.n_trials:

@@ -17,7 +17,8 @@ class EventCallback(TrainerCallback):
     """Emits progress and eval events; stops training when the orchestrator creates ``STOP``.
 
     With ``eval_points`` it evaluates and checkpoints at that many evenly spread steps of the
-    trial (the last one included), so trials of any length are compared at the same fractions.
+    trial (the last one included, though not checkpointed), so trials of any length are compared
+    at the same fractions.
 
     Also measures steady-state throughput: tokens per optimizer step over the time of the steps after
     the first ``WARMUP_STEPS_EXCLUDED`` (which pay for compilation and allocator warm-up).
@@ -86,6 +87,11 @@ class EventCallback(TrainerCallback):
         if state.global_step in self.points:
             control.should_evaluate = True
             control.should_save = True
+        if state.global_step >= state.max_steps:
+            # no checkpoint of the last step: the adapter is saved right after it, and a Trainer
+            # resumed from a checkpoint at max_steps trains one step past it (the loop tests the
+            # step count only after a step), so a retry would record a loss no uninterrupted run has
+            control.should_save = False
 
     @property
     def tokens_per_second(self) -> float | None:

@@ -110,7 +110,8 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     step = trainer.state.global_step
     base = {"steps": step, "train_seconds": train_seconds, "backend": backend,
             "tokens_per_second": callback.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
-            "train_loss": mean_train_loss(trainer.state.log_history, output.training_loss), "train_tokens": round((step - resumed) * tokens_per_step)}
+            "train_loss": mean_train_loss(trainer.state.log_history, output.training_loss),
+            "train_tokens": round((step - resumed) * tokens_per_step)}
     if callback.stopped:
         return Result(status="stopped", reason="stopped by the orchestrator (pruned)", **base)
     if callback.last_eval is None or callback.last_eval[0] != step:
