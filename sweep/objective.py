@@ -63,7 +63,7 @@ class Objective:
         self.stopping = stopping
         execution = study.config.execution
         self.warm = WarmTrainerPool(folder / "workers", execution.backend, execution.worker_max_trials,
-                                    execution.worker_max_leak_mb) if execution.warm_workers else None
+                                    execution.worker_max_leak_mb, stopping) if execution.warm_workers else None
         self.artifacts = artifact_store(folder)
 
     def __call__(self, trial: optuna.Trial) -> float:

@@ -42,7 +42,7 @@ class WarmTrainer:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "trainer.worker", "--backend", backend, "--max-trials", str(max_trials),
-                 "--max-leak-mb", str(max_leak_mb)],
+                 "--max-leak-mb", str(max_leak_mb), "--folder", str(folder)],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env(env),
                 cwd=PROJECT_ROOT, start_new_session=True,
             )
@@ -95,8 +95,10 @@ class WorkerTrial:
 class WarmTrainerPool:
     """Idle warm workers per device; thread-safe."""
 
-    def __init__(self, folder: Path, backend: str, max_trials: int, max_leak_mb: float) -> None:
+    def __init__(self, folder: Path, backend: str, max_trials: int, max_leak_mb: float,
+                 stopping: threading.Event) -> None:
         self.folder = Path(folder)
+        self.stopping = stopping  # once set, no worker is started or replaced
         self.backend, self.max_trials, self.max_leak_mb = backend, max_trials, max_leak_mb
         self._idle: dict[str | None, list[WarmTrainer]] = {}
         self._lock = threading.Lock()
@@ -104,6 +106,8 @@ class WarmTrainerPool:
 
     def prewarm(self, device: str | None) -> None:
         """Start a worker for ``device`` now, so the first trial placed there finds it importing or ready."""
+        if self.stopping.is_set():
+            return
         with self._lock:
             self._idle.setdefault(device, []).append(self._new(device))
 
@@ -126,26 +130,20 @@ class WarmTrainerPool:
         worker = trial.worker
         result = _result_line(trial.trial_dir / EVENTS_FILE)
         reusable = not trial.killed and worker.alive() and result is not None and not result.get("worker_exits")
-        with self._lock:
-            self._idle.setdefault(worker.device, []).append(worker if reusable else self._new(worker.device))
         if not reusable and worker.alive() and (trial.killed or result is None):
             worker.kill(grace_seconds=2.0)
+        if not reusable and self.stopping.is_set():
+            return
+        with self._lock:
+            self._idle.setdefault(worker.device, []).append(worker if reusable else self._new(worker.device))
 
     def close(self) -> None:
-        """End every idle worker: closing its stdin makes it exit; one that does not is killed."""
+        """End every idle worker now (one may still be importing, so it is not asked, but stopped)."""
         with self._lock:
             workers = [w for idle in self._idle.values() for w in idle]
             self._idle.clear()
         for worker in workers:
-            try:
-                worker.popen.stdin.close()
-            except OSError:
-                pass
-        for worker in workers:
-            try:
-                worker.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill(grace_seconds=2.0)
+            worker.kill(grace_seconds=2.0)
 
 
 def _result_line(events_path: Path) -> dict | None:

@@ -102,8 +102,8 @@ def events(trial_dir: Path) -> list[dict]:
 
 
 def trainer_pids(runs_dir: Path) -> list[int]:
-    """Live ``python -m trainer`` processes working under ``runs_dir``."""
-    out = subprocess.run(["pgrep", "-f", "--", f"-m trainer {Path(runs_dir).resolve()}"], capture_output=True, text=True)
+    """Live trainers working under ``runs_dir``: ``python -m trainer SPEC`` and warm ``python -m trainer.worker``s."""
+    out = subprocess.run(["pgrep", "-f", "--", f"-m trainer.* {Path(runs_dir).resolve()}"], capture_output=True, text=True)
     return [int(pid) for pid in out.stdout.split()]
 
 
