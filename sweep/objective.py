@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 
 from sweep.errors import UserError
+from sweep.eval_reporter import EvalReporter
 from sweep.progress import ProgressView
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
@@ -117,7 +118,7 @@ class Objective:
 
     def _follow(self, trial: optuna.Trial, spec: TrialSpec, process: TrainerProcess) -> Result:
         timeout = self.study.config.execution.timeout_minutes
-        history: list[list[float]] = []
+        reporter = EvalReporter(trial)
         result: Result | None = None
         pruned_at: float | None = None
         while True:
@@ -131,13 +132,9 @@ class Objective:
                 elif isinstance(event, Progress):
                     self.progress.trial_step(trial.number, event.step, event.total_steps)
                 elif isinstance(event, Evaluation):
-                    history.append([event.step, event.eval_loss])
-                    trial.set_user_attr("eval_losses", history)
-                    if pruned_at is None:
-                        trial.report(event.eval_loss, event.point or event.step)
-                        if trial.should_prune():
-                            process.request_stop()
-                            pruned_at = time.time()
+                    if reporter.evaluated(event.step, event.eval_loss, event.point):
+                        process.request_stop()
+                        pruned_at = time.time()
                 elif isinstance(event, Result):
                     result = event
             if exited:
