@@ -1,0 +1,180 @@
+"""Study files: every shipped one validates, and every schema rule gives one line naming file, key and value."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sweep.errors import UserError
+from sweep.study_file import load_study
+from tests.conftest import DEMO_DATA, STUDIES, TINY_MODEL
+
+SHIPPED = sorted(STUDIES.glob("*.yaml"))
+
+
+def test_studies_folder_ships_the_three_studies():
+    assert {p.stem for p in SHIPPED} >= {"demo", "lr-rank", "full-space"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_study_validates(path):
+    study = load_study(str(path), resolve_paths=False)
+    assert study.name == path.stem
+    assert study.config.search.n_trials >= 1
+
+
+def test_demo_resolves_its_model_and_data_relative_to_the_study_file(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # independent of the working directory
+    study = load_study(str(STUDIES / "demo.yaml"))
+    assert Path(study.config.model.name_or_path) == TINY_MODEL
+    assert Path(study.config.data.train) == DEMO_DATA / "train.jsonl"
+
+
+def test_full_space_searches_all_five_parameters():
+    space = load_study("full-space", resolve_paths=False).config.search.params
+    assert set(space.searched_names()) == {"learning_rate", "num_train_epochs", "r", "alpha_per_rank", "use_rslora"}
+
+
+def test_lr_rank_is_the_users_8b_study():
+    config = load_study("lr-rank", resolve_paths=False).config
+    assert config.model.name_or_path == "AI-Sweden-Models/Llama-3-8B-instruct"
+    assert config.model.load_in_4bit is True
+    assert set(config.search.params.searched_names()) == {"learning_rate", "r"}
+
+
+BASE = f"""
+model:
+  name_or_path: {TINY_MODEL}
+  max_seq_length: 128
+  load_in_4bit: false
+  chat_template: llama-3
+data:
+  train: {DEMO_DATA / 'train.jsonl'}
+  eval: {DEMO_DATA / 'eval.jsonl'}
+search:
+  n_trials: 2
+  params:
+    learning_rate: {{low: 1.0e-4, high: 1.0e-2, log: true}}
+    r: {{choices: [4, 8]}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(UserError) as caught:
+        load_study(str(path))
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(str(path)) for line in lines), lines
+    return lines
+
+
+def test_a_valid_file_loads(tmp_path):
+    assert load_study(str(write(tmp_path, BASE))).config.search.n_trials == 2
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace("max_seq_length", "max_seq_lenght")))
+    assert "model.max_seq_lenght: unknown key" in line
+    assert "did you mean 'max_seq_length'" in line
+
+
+def test_negative_learning_rate_names_key_and_value(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace("low: 1.0e-4", "low: -1.0e-4")))
+    assert "search.params.learning_rate.low" in line and "-0.0001" in line and "greater than 0" in line
+
+
+def test_low_above_high(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace("low: 1.0e-4", "low: 1.0e-1")))
+    assert "search.params.learning_rate" in line and "low must not exceed high" in line
+
+
+def test_empty_choices(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace("choices: [4, 8]", "choices: []")))
+    assert "search.params.r.choices" in line and "[]" in line and "at least 1" in line
+
+
+def test_all_problems_of_a_file_are_reported_together(tmp_path):
+    text = BASE.replace("choices: [4, 8]", "choices: []").replace("n_trials: 2", "n_trials: 0")
+    lines = errors_of(write(tmp_path, text + "colour: red\n"))
+    assert len(lines) == 3
+    assert any("search.n_trials" in l and "0" in l for l in lines)
+    assert any("colour: unknown key" in l for l in lines)
+
+
+def test_missing_required_section(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace("search:\n  n_trials: 2", "search:\n  sampler: {name: tpe}")))
+    assert "search.n_trials: required key is missing" in line
+
+
+def test_bad_choice_lists_the_allowed_values(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace("chat_template: llama-3", "chat_template: chatml")))
+    assert "model.chat_template" in line and "'chatml'" in line and "'model' or 'llama-3'" in line
+
+
+def test_eval_and_eval_fraction_are_exclusive(tmp_path):
+    text = BASE.replace("  eval: ", "  eval_fraction: 0.1\n  eval: ")
+    (line,) = errors_of(write(tmp_path, text))
+    assert "data" in line and "either eval or eval_fraction" in line
+
+
+def test_no_eval_set_at_all(tmp_path):
+    text = "\n".join(l for l in BASE.splitlines() if not l.startswith("  eval:"))
+    (line,) = errors_of(write(tmp_path, text))
+    assert "an eval set is needed" in line
+
+
+def test_alpha_per_rank_cannot_mix_with_choices(tmp_path):
+    text = BASE + "    lora_alpha: {alpha_per_rank: [1, 2], choices: [16]}\n"
+    (line,) = errors_of(write(tmp_path, text))
+    assert "search.params.lora_alpha" in line and "alpha_per_rank alone" in line
+
+
+def test_enqueued_configuration_must_lie_in_the_space(tmp_path):
+    text = BASE + "  enqueue:\n    - {learning_rate: 2.0e-4, r: 64}\n"
+    (line,) = errors_of(write(tmp_path, text))
+    assert "search.enqueue" in line or "search" in line
+    assert "r=64" in line and "outside the search space" in line
+
+
+def test_enqueue_with_alpha_as_multiple_of_rank(tmp_path):
+    text = BASE + "    lora_alpha: {alpha_per_rank: [1, 2]}\n  enqueue:\n    - {r: 8, lora_alpha: 16}\n"
+    study = load_study(str(write(tmp_path, text)))
+    entry = study.config.search.enqueue[0]
+    assert study.config.search.params.to_optuna_params(entry) == {"r": 8, "alpha_per_rank": 2}
+
+
+def test_fixed_parameter_shorthand(tmp_path):
+    study = load_study(str(write(tmp_path, BASE.replace("choices: [4, 8]}", "value: 8}"))))
+    assert not study.config.search.params.r.searched
+
+
+def test_model_path_that_does_not_exist(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace(str(TINY_MODEL), "./no-such-model")))
+    assert "model.name_or_path" in line and "'./no-such-model'" in line and "hub id" in line
+
+
+def test_hub_id_is_accepted_without_checking(tmp_path):
+    study = load_study(str(write(tmp_path, BASE.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instruct"))))
+    assert study.config.model.name_or_path == "AI-Sweden-Models/Llama-3-8B-instruct"
+
+
+def test_missing_dataset(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE.replace(str(DEMO_DATA / "train.jsonl"), "missing.jsonl")))
+    assert "data.train" in line and "'missing.jsonl'" in line and "does not exist" in line
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    (line,) = errors_of(write(tmp_path, BASE + "  enqueue: [\n"))
+    assert "not valid YAML" in line and f"{tmp_path / 's.yaml'}:" in line
+
+
+def test_missing_study_file_lists_known_studies():
+    with pytest.raises(UserError, match=r"no-such-study: no study of that name.*demo"):
+        load_study("no-such-study")
