@@ -73,3 +73,14 @@ def test_tpe_is_multivariate_by_default():
     sampler = build_sampler(SamplerConfig(), full_space())
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._multivariate and sampler._group
+
+
+def test_grid_sampler_needs_choices_and_no_conditional_rslora(tmp_path):
+    from tests.sweep.test_study_files import BASE, errors_of, write
+
+    (line,) = errors_of(write(tmp_path, BASE + "  sampler: {name: grid}\n"))
+    assert "search: sampler grid: the grid sampler needs choices for learning_rate" in line
+    conditional = BASE.replace("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}", "learning_rate: 1.0e-3") \
+        + "    use_rslora: {choices: [true, false], only_for_r: [8]}\n  sampler: {name: grid}\n"
+    (line,) = errors_of(write(tmp_path, conditional))
+    assert "use_rslora with only_for_r would train every other rank twice" in line
