@@ -14,10 +14,14 @@ Per sampler x pruner, over the seeds:
 
 * **to 1 %**: GPU-seconds spent until the study's best finished trial is within 1 % of the grid's
   best eval loss, as a share of what the full grid cost (median, and the quartiles). A study that
-  has not got there after ``--cap`` of the grid's seconds counts as not reached (infinite).
+  has not got there after ``--cap`` of the grid's seconds (or ``MAX_TRIALS`` trials) counts as not
+  reached (infinite).
 * **regret @ budget**: (best eval loss found within ``--budget`` of the grid's seconds - grid best)
   / grid best, median over seeds.
-* **pruned**: share of trials pruned; **top 10 % pruned**: share of the trials of winning
+* **trials to 1 %**: trials (repeats included) until then, median.
+* **repeats**: share of trials that proposed an already completed configuration, answered from it
+  at no cost (:mod:`sweep.repeats`).
+* **pruned**: share of the trained trials pruned; **top 10 % pruned**: share of the trials of winning
   configurations (final eval loss among the best tenth of the grid) that were pruned. A pruner
   that spares the winners prunes them less often than trials in general.
 
@@ -46,7 +50,7 @@ from sweep.study_file import SearchConfig  # noqa: E402
 SAMPLERS = ["tpe", "random", "grid", "gp", "cmaes", "qmc"]
 PRUNERS = ["none", "median", "percentile", "successive_halving", "hyperband", "patient"]
 TOLERANCE = 0.01
-MAX_TRIALS = 2000  # the time cap ends a study first
+MAX_TRIALS = 600  # a sampler stuck re-proposing completed configurations (free repeats) ends here
 
 
 def top_decile(table: CurveTable) -> set[tuple]:
@@ -75,13 +79,15 @@ def run_one(table: CurveTable, sampler: str, pruner: str, seed: int, args, repor
     reached = next((e["spent"] for e in log if e["value"] is not None and e["value"] <= target), math.inf)
     within_budget = [e["value"] for e in log if e["value"] is not None and e["spent"] <= budget]
     best_in_budget = min(within_budget, default=math.inf)
-    winners = [e for e in log if config_key(e["values"]) in top_decile(table)]
+    trained = [e for e in log if not e["repeat"]]
+    winners = [e for e in trained if config_key(e["values"]) in top_decile(table)]
     return {
         "to_target": reached / grid_seconds,
         "trials_to_target": next((i + 1 for i, e in enumerate(log) if e["value"] is not None and e["value"] <= target),
                                  math.inf),
         "regret": (best_in_budget - table.best_value) / table.best_value,
-        "trials": len(log), "pruned": sum(e["value"] is None for e in log),
+        "trials": len(trained), "pruned": sum(e["value"] is None for e in trained),
+        "repeats": len(log) - len(trained),
         "winners": len(winners), "winners_pruned": sum(e["value"] is None for e in winners),
     }
 
@@ -97,6 +103,7 @@ def summarize(label: tuple[str, str], runs: list[dict]) -> dict:
         "trials_to_target": statistics.median(r["trials_to_target"] for r in runs),
         "regret": statistics.median(r["regret"] for r in runs),
         "pruned": sum(r["pruned"] for r in runs) / trials,
+        "repeats": sum(r["repeats"] for r in runs) / (trials + sum(r["repeats"] for r in runs)),
         "winners_pruned": sum(r["winners_pruned"] for r in runs) / winners if winners else math.nan,
     }
 
@@ -107,13 +114,14 @@ def percent(x: float) -> str:
 
 def table_markdown(rows: list[dict], args) -> str:
     head = (f"| sampler | pruner | to 1 % of best: median [q1, q3] of grid s | reached | trials to 1 % | "
-            f"regret @ {100 * args.budget:.0f} % | pruned | top 10 % pruned |\n|---|---|---|---|---|---|---|---|\n")
+            f"regret @ {100 * args.budget:.0f} % | repeats | pruned | top 10 % pruned |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         trials = "-" if math.isinf(r["trials_to_target"]) else f"{r['trials_to_target']:.0f}"
         regret = "-" if math.isinf(r["regret"]) else f"{100 * r['regret']:.2f} %"
         lines.append(f"| {r['sampler']} | {r['pruner']} | {percent(r['median'])} [{percent(r['q1'])}, "
-                     f"{percent(r['q3'])}] | {r['reached']}/{r['seeds']} | {trials} | {regret} | "
+                     f"{percent(r['q3'])}] | {r['reached']}/{r['seeds']} | {trials} | {regret} | {100 * r['repeats']:.0f} % | "
                      f"{100 * r['pruned']:.0f} % | {100 * r['winners_pruned']:.0f} % |")
     return head + "\n".join(lines) + "\n"
 
@@ -160,7 +168,8 @@ def main() -> int:
         print(f"  {sampler} x {rows[-1]['pruner']}: median {percent(rows[-1]['median'])} "
               f"({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
     rows.append({"sampler": "full grid", "pruner": "-", "median": 1.0, "q1": 1.0, "q3": 1.0, "reached": 1, "seeds": 1,
-                 "trials_to_target": len(table.curves), "regret": math.inf, "pruned": 0.0, "winners_pruned": 0.0})
+                 "trials_to_target": len(table.curves), "regret": math.inf, "repeats": 0.0, "pruned": 0.0,
+                 "winners_pruned": 0.0})
     print(table_markdown(rows, args))
     return 0
 

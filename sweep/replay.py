@@ -19,7 +19,8 @@ configuration up, and feeds its recorded evaluations one by one to the same
 :class:`~sweep.eval_reporter.EvalReporter` the real objective uses. A trial the pruner stops is
 charged the recorded seconds up to the evaluation where it was stopped (the real trainer then runs
 one more optimizer step and exits, which this leaves out); a finished trial is charged its whole
-recorded time. With ``charge="train"`` only training time counts (seconds after setup up to the
+recorded time. A configuration that already completed is answered from that trial at no cost, as
+the real objective does (:mod:`sweep.repeats`). With ``charge="train"`` only training time counts (seconds after setup up to the
 evaluation), the regime of large models where loading is small beside training.
 
 Example::
@@ -140,10 +141,15 @@ class ReplayObjective:
         import optuna
 
         from sweep.eval_reporter import EvalReporter
+        from sweep.repeats import earlier_result
 
         values = self.space.sample(trial)
         trial.set_user_attr("lora_alpha", values["lora_alpha"])
         trial.set_user_attr("use_rslora", values["use_rslora"])
+        earlier = earlier_result(trial)
+        if earlier is not None:  # as the real objective: a completed configuration is not trained again
+            self._charge(trial, values, 0.0, earlier, repeat=True)
+            return earlier
         curve = self.table.lookup(values)
         reporter = EvalReporter(trial)
         for k, p in enumerate(curve.points, start=1):
@@ -153,13 +159,13 @@ class ReplayObjective:
         self._charge(trial, values, curve.cost(len(curve.points), self.charge), curve.eval_loss)
         return curve.eval_loss
 
-    def _charge(self, trial, values: dict, seconds: float, value: float | None) -> None:
+    def _charge(self, trial, values: dict, seconds: float, value: float | None, repeat: bool = False) -> None:
         self.spent_seconds += seconds
         if value is not None and value < self.best_value:
             self.best_value = value
         trial.set_user_attr("wall_seconds", seconds)
         self.log.append({"number": trial.number, "values": values, "value": value, "seconds": seconds,
-                         "spent": self.spent_seconds, "best": self.best_value})
+                         "spent": self.spent_seconds, "best": self.best_value, "repeat": repeat})
 
 
 def replay_study(search, table: CurveTable, budget_seconds: float | None = None, stop=None,
