@@ -26,8 +26,10 @@ from pathlib import Path
 import optuna
 
 from sweep.errors import UserError
+from sweep.eval_reporter import EvalReporter
 from sweep.gpu_slots import Lease, PoolStopped, SlotPool
 from sweep.progress import ProgressView
+from sweep.repeats import REPEAT_OF, earlier_result
 from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
@@ -71,6 +73,11 @@ class Objective:
         trial.set_user_attr("lora_alpha", values["lora_alpha"])
         trial.set_user_attr("use_rslora", values["use_rslora"])
         trial.set_user_attr("worker", WORKER)
+        earlier = earlier_result(trial)
+        if earlier is not None:  # the same seeded run already completed: training it again would only repeat it
+            self.progress.trial_finished(trial.number, "COMPLETE", earlier,
+                                         f"same as trial {trial.user_attrs[REPEAT_OF]}, not trained again")
+            return earlier
         trial_dir = self.trial_dir(trial)
         trial.set_user_attr("trial_dir", str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)
@@ -156,7 +163,7 @@ class Objective:
 
     def _follow(self, trial: optuna.Trial, spec: TrialSpec, process: TrainerProcess) -> Result:
         timeout = self.study.config.execution.timeout_minutes
-        history: list[list[float]] = []
+        reporter = EvalReporter(trial)
         result: Result | None = None
         pruned_at: float | None = None
         while True:
@@ -170,13 +177,9 @@ class Objective:
                 elif isinstance(event, Progress):
                     self.progress.trial_step(trial.number, event.step, event.total_steps)
                 elif isinstance(event, Evaluation):
-                    history.append([event.step, event.eval_loss])
-                    trial.set_user_attr("eval_losses", history)
-                    if pruned_at is None:
-                        trial.report(event.eval_loss, event.point or event.step)
-                        if trial.should_prune():
-                            process.request_stop()
-                            pruned_at = time.time()
+                    if reporter.evaluated(event.step, event.eval_loss, event.point):
+                        process.request_stop()
+                        pruned_at = time.time()
                 elif isinstance(event, Result):
                     result = event
             if exited:

@@ -62,4 +62,6 @@ def build_sampler(config: SamplerConfig, space):
             seed=config.seed, n_startup_trials=config.n_startup_trials,
             independent_sampler=optuna.samplers.TPESampler(seed=config.seed),
         )
-    return optuna.samplers.QMCSampler(seed=config.seed, independent_sampler=optuna.samplers.RandomSampler(seed=config.seed))
+    # scrambled, or the seed would not change the sequence; categorical parameters go to random sampling
+    return optuna.samplers.QMCSampler(scramble=True, seed=config.seed,
+                                      independent_sampler=optuna.samplers.RandomSampler(seed=config.seed))

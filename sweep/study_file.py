@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sweep.errors import UserError
 from sweep.pruners import PrunerConfig
-from sweep.samplers import SamplerConfig
+from sweep.samplers import SamplerConfig, grid_of
 from sweep.search_space import SearchSpace
 from trainer.spec import DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
 
@@ -50,6 +50,21 @@ class SearchConfig(Strict):
                 self.params.to_optuna_params(entry)
             except ValueError as e:
                 raise ValueError(f"enqueue[{i}]: {e}") from None
+        return self
+
+
+    @model_validator(mode="after")
+    def _grid_has_a_grid(self):
+        if self.sampler.name != "grid":
+            return self
+        try:
+            grid_of(self.params)
+        except ValueError as e:
+            raise ValueError(f"sampler grid: {e}") from None
+        rslora = self.params.use_rslora
+        if rslora.searched and rslora.only_for_r is not None:
+            raise ValueError("sampler grid: use_rslora with only_for_r would train every other rank twice (once per "
+                             "rslora choice); drop only_for_r or fix use_rslora")
         return self
 
 
@@ -92,6 +107,14 @@ class StudyFile(Strict):
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
     search: SearchConfig
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _pruner_can_act(self):
+        if self.training.eval_steps is None:  # with eval_steps the number of reports depends on the trial
+            problem = self.search.pruner.eval_points_problem(self.training.eval_points)
+            if problem:
+                raise ValueError(problem)
+        return self
 
 
 class Study(BaseModel):
@@ -153,6 +176,9 @@ def _error_lines(path: Path, error: ValidationError, raw: dict) -> list[str]:
             lines.append(f"{path}: {key}: required key is missing")
             continue
         message = item["msg"].removeprefix("Value error, ")
+        if not loc:  # a rule across sections names its keys itself
+            lines.append(f"{path}: {message}")
+            continue
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" {value!r} is not allowed:"
         lines.append(f"{path}: {key}:{shown} {message}")

@@ -18,7 +18,9 @@ EVENTS_FILE = "events.jsonl"
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN (a diverged eval loss) is written as the JSON constant NaN, which json.loads reads back;
+    # pydantic's default writes null, which then fails validation and crashes the reader
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
     time: float = Field(default_factory=time.time)
 
 

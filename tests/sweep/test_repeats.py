@@ -1,0 +1,33 @@
+"""A configuration that already completed is answered from that trial by the real objective, with no trainer run."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from rich.console import Console
+
+from sweep.objective import Objective
+from sweep.progress import ProgressView
+from sweep.study_file import load_study
+from tests.sweep.test_study_files import BASE, write
+
+SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "r": CategoricalDistribution([4, 8])}
+
+
+def test_the_objective_does_not_train_a_completed_configuration_again(tmp_path):
+    study = load_study(str(write(tmp_path, BASE)))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna_study = optuna.create_study()
+    optuna_study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-3, "r": 8}, distributions=SPACE,
+                                                     value=2.5))
+    optuna_study.enqueue_trial({"learning_rate": 1e-3, "r": 8})
+    out = io.StringIO()
+    with ProgressView("s", 2, {}, None, console=Console(file=out)) as progress:
+        optuna_study.optimize(Objective(study, tmp_path / "runs", progress, [None]), n_trials=1)
+    repeat = optuna_study.trials[1]
+    assert repeat.state == optuna.trial.TrialState.COMPLETE and repeat.value == 2.5
+    assert repeat.user_attrs["repeat_of"] == 0
+    assert not (tmp_path / "runs" / "trials").exists()  # no trial folder: no trainer was started
+    assert "trial 1 COMPLETE eval_loss=2.5000 (same as trial 0, not trained again)" in out.getvalue()
