@@ -66,7 +66,7 @@ def test_trials_report_eval_points_and_pruned_ones_are_charged_to_their_stop():
     trials = objective.study.trials
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and len(pruned) < len(trials)
-    for trial, entry in zip(trials, objective.log):
+    for trial, entry in zip(trials, objective.log, strict=True):
         if entry["repeat"]:
             continue  # see the next test
         curve = TABLE.lookup(entry["values"])
