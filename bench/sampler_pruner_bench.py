@@ -3,6 +3,7 @@
     nice python bench/sampler_pruner_bench.py                        # all samplers x pruners, 20 seeds
     nice python bench/sampler_pruner_bench.py --samplers tpe --pruners median none --seeds 50
     nice python bench/sampler_pruner_bench.py --charge train         # training seconds only
+    nice python bench/sampler_pruner_bench.py --lr-range             # learning rate as a log range
 
 Every study runs through :func:`sweep.replay.replay_study`: the study file's sampler and pruner
 builders, the real :class:`~sweep.search_space.SearchSpace` and the objective's own reporting and
@@ -14,8 +15,9 @@ Per sampler x pruner, over the seeds:
 
 * **to 1 %**: GPU-seconds spent until the study's best finished trial is within 1 % of the grid's
   best eval loss, as a share of what the full grid cost (median, and the quartiles). A study that
-  has not got there after ``--cap`` of the grid's seconds (or ``MAX_TRIALS`` trials) counts as not
-  reached (infinite).
+  has not got there after ``--cap`` of the grid's seconds counts as not reached (infinite); so does
+  one whose sampler got stuck: ``STUCK`` trials in a row that only re-proposed completed
+  configurations (free, see below), or ``MAX_TRIALS`` trials.
 * **regret @ budget**: (best eval loss found within ``--budget`` of the grid's seconds - grid best)
   / grid best, median over seeds.
 * **trials to 1 %**: trials (repeats included) until then, median.
@@ -24,6 +26,11 @@ Per sampler x pruner, over the seeds:
 * **pruned**: share of the trained trials pruned; **top 10 % pruned**: share of the trials of winning
   configurations (final eval loss among the best tenth of the grid) that were pruned. A pruner
   that spares the winners prunes them less often than trials in general.
+
+With ``--lr-range`` the study declares the learning rate as a log range, as real study files do
+(the numeric samplers GP, CMA-ES and QMC then search it as a number), and each sampled rate is
+answered with the nearest recorded one. Otherwise every parameter but the epochs is a choice, which
+CMA-ES and QMC do not model: they hand those to their independent samplers (TPE and random).
 
 The ``median (by step)`` row reports the global step to the pruner instead of the eval point, as a
 study with ``training.eval_steps`` would: what the eval-points design is compared against.
@@ -50,7 +57,8 @@ from sweep.study_file import SearchConfig  # noqa: E402
 SAMPLERS = ["tpe", "random", "grid", "gp", "cmaes", "qmc"]
 PRUNERS = ["none", "median", "percentile", "successive_halving", "hyperband", "patient"]
 TOLERANCE = 0.01
-MAX_TRIALS = 600  # a sampler stuck re-proposing completed configurations (free repeats) ends here
+MAX_TRIALS = 600
+STUCK = 50  # this many repeats in a row: the sampler only proposes what it has seen (repeats are free)
 
 
 def top_decile(table: CurveTable) -> set[tuple]:
@@ -66,13 +74,14 @@ def run_one(table: CurveTable, sampler: str, pruner: str, seed: int, args, repor
     target = table.best_value * (1 + TOLERANCE)
     sampler_options = {k: v for k, v in args.sampler_option.items() if k in SamplerConfig.model_fields}
     pruner_options = {k: v for k, v in args.pruner_option.items() if pruner in USED_BY.get(k, ())}
-    search = SearchConfig(n_trials=MAX_TRIALS, params=table.space(),
+    search = SearchConfig(n_trials=MAX_TRIALS, params=table.space(lr_range=args.lr_range),
                           sampler=SamplerConfig(name=sampler, seed=seed, **sampler_options),
                           pruner=PrunerConfig(name=pruner, **pruner_options))
 
     def stop(objective) -> bool:
         reached = objective.best_value <= target
-        return objective.spent_seconds >= cap or (reached and objective.spent_seconds >= budget)
+        stuck = len(objective.log) >= STUCK and all(e["repeat"] for e in objective.log[-STUCK:])
+        return stuck or objective.spent_seconds >= cap or (reached and objective.spent_seconds >= budget)
 
     objective = replay_study(search, table, stop=stop, report_points=report_points, charge=args.charge)
     log = objective.log
@@ -80,7 +89,8 @@ def run_one(table: CurveTable, sampler: str, pruner: str, seed: int, args, repor
     within_budget = [e["value"] for e in log if e["value"] is not None and e["spent"] <= budget]
     best_in_budget = min(within_budget, default=math.inf)
     trained = [e for e in log if not e["repeat"]]
-    winners = [e for e in trained if config_key(e["values"]) in top_decile(table)]
+    top = top_decile(table)
+    winners = [e for e in trained if config_key(table.lookup(e["values"], snap_lr=args.lr_range).params) in top]
     return {
         "to_target": reached / grid_seconds,
         "trials_to_target": next((i + 1 for i, e in enumerate(log) if e["value"] is not None and e["value"] <= target),
@@ -145,6 +155,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=0.3, help="fixed budget for the regret, share of the grid")
     parser.add_argument("--cap", type=float, default=1.0, help="a study stops at this share of the grid's seconds")
     parser.add_argument("--charge", choices=["wall", "train"], default="wall", help="what a trial's seconds count")
+    parser.add_argument("--lr-range", action="store_true",
+                        help="search the learning rate as a log range, answered by the nearest recorded rate")
     parser.add_argument("--sampler-option", type=option, action="append", default=[], metavar="KEY=VALUE",
                         help="override a sampler default, e.g. n_startup_trials=10 (repeatable)")
     parser.add_argument("--pruner-option", type=option, action="append", default=[], metavar="KEY=VALUE",
@@ -155,9 +167,11 @@ def main() -> int:
     table = CurveTable.load(args.table)
     print(f"{args.table.name}: {len(table.curves)} configurations, best eval loss {table.best_value:.4f}, "
           f"full grid {table.total_seconds(args.charge):.0f} s ({args.charge}); {args.seeds} seeds; "
+          f"learning rate as {'a log range' if args.lr_range else 'choices'}; "
           f"sampler options {args.sampler_option or 'default'}, pruner options {args.pruner_option or 'default'}",
           flush=True)
-    combos = [(s, p, True) for s in args.samplers for p in args.pruners]
+    samplers = [s for s in args.samplers if not (args.lr_range and s == "grid")]  # a grid needs choices
+    combos = [(s, p, True) for s in samplers for p in args.pruners]
     if "tpe" in args.samplers and "median" in args.pruners:
         combos.append(("tpe", "median", False))
     rows = []

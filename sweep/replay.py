@@ -79,7 +79,12 @@ class CurveTable:
                 curves[config_key(row["params"])] = curve
         return cls(curves)
 
-    def lookup(self, values: dict) -> Curve:
+    def lookup(self, values: dict, snap_lr: bool = False) -> Curve:
+        """The curve of a configuration; ``snap_lr`` answers any learning rate with the nearest recorded one."""
+        if snap_lr:
+            rate = values["learning_rate"]
+            values = {**values, "learning_rate": min(self.choices("learning_rate"),
+                                                     key=lambda r: abs(math.log(r / rate)))}
         try:
             return self.curves[config_key(values)]
         except KeyError:
@@ -96,10 +101,13 @@ class CurveTable:
     def choices(self, name: str) -> list:
         return sorted({c.params[name] for c in self.curves.values()})
 
-    def space(self, rslora_only_for_r: list[int] | None = None):
+    def space(self, rslora_only_for_r: list[int] | None = None, lr_range: bool = False):
         """The SearchSpace a study file would declare for this grid (epochs as an integer range).
 
         ``rslora_only_for_r`` makes rsLoRA conditional, as in ``studies/full-space.yaml``.
+        ``lr_range`` declares the learning rate as a log range, as real study files do, reaching half a
+        grid step beyond the recorded rates so each owns an equal share; the replay then answers a rate
+        with the nearest recorded one (``lookup(..., snap_lr=True)``).
         """
         from sweep.search_space import SearchSpace
 
@@ -107,8 +115,12 @@ class CurveTable:
         rslora = {"choices": self.choices("use_rslora")}
         if rslora_only_for_r is not None:
             rslora["only_for_r"] = rslora_only_for_r
+        rates = self.choices("learning_rate")
+        half_step = math.sqrt(rates[1] / rates[0]) if len(rates) > 1 else 1.0
+        learning_rate = {"low": rates[0] / half_step, "high": min(1.0, rates[-1] * half_step), "log": True} \
+            if lr_range else {"choices": rates}
         return SearchSpace.model_validate({
-            "learning_rate": {"choices": self.choices("learning_rate")},
+            "learning_rate": learning_rate,
             "num_train_epochs": {"low": epochs[0], "high": epochs[-1]},
             "r": {"choices": self.choices("r")},
             "lora_alpha": {"alpha_per_rank": self.choices("alpha_per_rank")},
@@ -150,7 +162,7 @@ class ReplayObjective:
         if earlier is not None:  # as the real objective: a completed configuration is not trained again
             self._charge(trial, values, 0.0, earlier, repeat=True)
             return earlier
-        curve = self.table.lookup(values)
+        curve = self.table.lookup(values, snap_lr=self.space.learning_rate.choices is None)
         reporter = EvalReporter(trial)
         for k, p in enumerate(curve.points, start=1):
             if reporter.evaluated(p["step"], p["eval_loss"], p["point"] if self.report_points else None):

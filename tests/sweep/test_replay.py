@@ -111,3 +111,19 @@ def test_default_pruner_saves_time_without_pruning_the_winners(sampler):
         winners_pruned += sum(e["value"] is None for e in won)
     assert pruned / trials > 0.4
     assert winners >= 20 and winners_pruned / winners < 0.5 * pruned / trials
+
+
+def test_a_learning_rate_range_is_answered_by_the_nearest_recorded_rate():
+    space = TABLE.space(lr_range=True)
+    rates = TABLE.choices("learning_rate")
+    assert math.isclose(space.learning_rate.low, rates[0] / 2) and math.isclose(space.learning_rate.high, rates[-1] * 2)
+    objective = replay_study(search("random", "none", n_trials=40, params=space), TABLE)
+    sampled = [e["values"]["learning_rate"] for e in objective.log]
+    assert len(set(sampled)) == 40 and not set(sampled) & set(rates)
+    for entry in objective.log:
+        rate = entry["values"]["learning_rate"]
+        nearest = TABLE.lookup(entry["values"], snap_lr=True).params["learning_rate"]
+        assert all(abs(math.log(nearest / rate)) <= abs(math.log(r / rate)) for r in rates)
+        assert entry["value"] == TABLE.lookup({**entry["values"], "learning_rate": nearest}).eval_loss
+    with pytest.raises(KeyError, match="was not recorded"):
+        TABLE.lookup(objective.log[0]["values"])
