@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from rich.console import Console
 
+from sweep.gpu_slots import SlotPool
 from sweep.objective import Objective
 from sweep.progress import ProgressView
 from sweep.study_file import load_study
@@ -25,7 +27,9 @@ def test_the_objective_does_not_train_a_completed_configuration_again(tmp_path):
     optuna_study.enqueue_trial({"learning_rate": 1e-3, "r": 8})
     out = io.StringIO()
     with ProgressView("s", 2, {}, None, console=Console(file=out)) as progress:
-        optuna_study.optimize(Objective(study, tmp_path / "runs", progress, [None]), n_trials=1)
+        stopping = threading.Event()
+        objective = Objective(study, tmp_path / "runs", progress, SlotPool({None: 1}, stopping), stopping)
+        optuna_study.optimize(objective, n_trials=1)
     repeat = optuna_study.trials[1]
     assert repeat.state == optuna.trial.TrialState.COMPLETE and repeat.value == 2.5
     assert repeat.user_attrs["repeat_of"] == 0
