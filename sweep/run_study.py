@@ -80,8 +80,9 @@ def run_study(args) -> int:
         try:
             loop.run()
         finally:
-            restore()
             objective.close()
+            if not stopping.is_set():  # once stopping, a second Ctrl-C must still exit at once, to the end
+                restore()
     if stopping.is_set():
         print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
         return 130
