@@ -29,7 +29,7 @@ from sweep.errors import UserError
 from sweep.eval_reporter import EvalReporter
 from sweep.gpu_slots import Lease, PoolStopped, SlotPool
 from sweep.progress import ProgressView
-from sweep.repeats import REPEAT_OF, earlier_result
+from sweep.repeats import earlier_trial, repeat_outcome
 from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
@@ -73,11 +73,11 @@ class Objective:
         trial.set_user_attr("lora_alpha", values["lora_alpha"])
         trial.set_user_attr("use_rslora", values["use_rslora"])
         trial.set_user_attr("worker", WORKER)
-        earlier = earlier_result(trial)
-        if earlier is not None:  # the same seeded run already completed: training it again would only repeat it
-            self.progress.trial_finished(trial.number, "COMPLETE", earlier,
-                                         f"same as trial {trial.user_attrs[REPEAT_OF]}, not trained again")
-            return earlier
+        earlier = earlier_trial(trial)
+        if earlier is not None:  # the same seeded run already ran: training it again would only repeat it
+            self.progress.trial_finished(trial.number, earlier.state.name, earlier.value,
+                                         f"same as trial {earlier.number}, not trained again")
+            return repeat_outcome(trial, earlier)
         trial_dir = self.trial_dir(trial)
         trial.set_user_attr("trial_dir", str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)

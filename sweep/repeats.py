@@ -1,28 +1,52 @@
-"""A configuration that already completed is not trained again: the trial takes the earlier result.
+"""A configuration that already ran is not trained again: the trial takes the earlier outcome.
 
 Samplers propose configurations they have tried before, often in the discrete spaces LoRA sweeps
-use (rank choices, alpha as a multiple of rank, a few epoch counts): on the recorded tiny-model
-grid, about a third of TPE's trials repeated a completed configuration (``docs/pruning.md``).
-The trainer is seeded (``training.seed``), so a repeat would reproduce the same run at full cost.
-Both objectives, the real one and the replay, call :func:`earlier_result` right after sampling;
-a repeat completes at once with the earlier value and a ``repeat_of`` user attribute, so the sampler
-still sees an observation there, and it counts towards ``n_trials`` like any finished trial.
+use (rank choices, alpha as a multiple of rank, a few epoch counts). On the recorded tiny-model grid
+a third of TPE's trials repeated a completed configuration, and the GP sampler, which learns only
+from completed trials, proposed pruned ones again and again (``docs/BENCHMARKS.md``). The trainer
+is seeded (``training.seed``), so a repeat would reproduce the same run at full cost.
 
-Repeats of a *pruned* configuration are trained again: the pruner decides afresh, against what the
-study knows now.
+Both objectives, the real one and the replay, call :func:`earlier_trial` right after sampling and,
+if it finds one, :func:`repeat_outcome` instead of training:
+
+* a repeat of a **completed** configuration completes at once with the earlier value (without its
+  eval points, so the pruner's per-point statistics count each run once);
+* a repeat of a **pruned** one is pruned again at once, after reporting the earlier trial's eval
+  points, so the sampler and pruner see the same curve. Its run would reproduce that curve, and a
+  pruner that has since seen more trials rarely lets it further.
+
+Either way the trial gets a ``repeat_of`` user attribute and counts towards ``n_trials``.
 """
 
 from __future__ import annotations
 
-REPEAT_OF = "repeat_of"  # user attr: the number of the trial whose result this one took
+from sweep.eval_reporter import EVAL_LOSSES
+
+REPEAT_OF = "repeat_of"  # user attr: the number of the trial whose outcome this one took
 
 
-def earlier_result(trial) -> float | None:
-    """If a completed trial of the study had exactly these parameters, record it and return its value."""
+def earlier_trial(trial):
+    """The first completed trial with exactly this trial's parameters, else the first pruned one, else None.
+
+    The first is always one that trained: a later repeat of it found it first.
+    """
     from optuna.trial import TrialState
 
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.number != trial.number and other.params == trial.params:
-            trial.set_user_attr(REPEAT_OF, other.user_attrs.get(REPEAT_OF, other.number))
-            return other.value
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):
+        for other in trial.study.get_trials(deepcopy=False, states=(state,)):
+            if other.number != trial.number and other.params == trial.params:
+                return other
     return None
+
+
+def repeat_outcome(trial, earlier) -> float:
+    """Give ``trial`` the outcome of ``earlier``: return its value, or raise TrialPruned as it was pruned."""
+    import optuna
+
+    trial.set_user_attr(REPEAT_OF, earlier.number)
+    if earlier.state == optuna.trial.TrialState.COMPLETE:
+        return earlier.value
+    for step, value in sorted(earlier.intermediate_values.items()):
+        trial.report(value, step)
+    trial.set_user_attr(EVAL_LOSSES, earlier.user_attrs.get(EVAL_LOSSES, []))
+    raise optuna.TrialPruned()

@@ -19,8 +19,8 @@ configuration up, and feeds its recorded evaluations one by one to the same
 :class:`~sweep.eval_reporter.EvalReporter` the real objective uses. A trial the pruner stops is
 charged the recorded seconds up to the evaluation where it was stopped (the real trainer then runs
 one more optimizer step and exits, which this leaves out); a finished trial is charged its whole
-recorded time. A configuration that already completed is answered from that trial at no cost, as
-the real objective does (:mod:`sweep.repeats`). With ``charge="train"`` only training time counts (seconds after setup up to the
+recorded time. A configuration that already ran takes that trial's outcome at no cost, as the real
+objective does (:mod:`sweep.repeats`). With ``charge="train"`` only training time counts (seconds after setup up to the
 evaluation), the regime of large models where loading is small beside training.
 
 Example::
@@ -153,15 +153,15 @@ class ReplayObjective:
         import optuna
 
         from sweep.eval_reporter import EvalReporter
-        from sweep.repeats import earlier_result
+        from sweep.repeats import earlier_trial, repeat_outcome
 
         values = self.space.sample(trial)
         trial.set_user_attr("lora_alpha", values["lora_alpha"])
         trial.set_user_attr("use_rslora", values["use_rslora"])
-        earlier = earlier_result(trial)
-        if earlier is not None:  # as the real objective: a completed configuration is not trained again
-            self._charge(trial, values, 0.0, earlier, repeat=True)
-            return earlier
+        earlier = earlier_trial(trial)
+        if earlier is not None:  # as the real objective: a configuration that ran is not trained again
+            self._charge(trial, values, 0.0, earlier.value, repeat=True)
+            return repeat_outcome(trial, earlier)
         curve = self.table.lookup(values, snap_lr=self.space.learning_rate.choices is None)
         reporter = EvalReporter(trial)
         for k, p in enumerate(curve.points, start=1):

@@ -68,6 +68,14 @@ class SearchConfig(Strict):
         return self
 
 
+    @model_validator(mode="after")
+    def _gp_without_pruning(self):
+        if self.sampler.name == "gp" and self.pruner.name != "none":
+            raise ValueError(f"sampler gp with pruner {self.pruner.name}: the GP sampler learns only from completed "
+                             "trials and keeps proposing the configurations that were pruned; give pruner: {name: none}")
+        return self
+
+
 class ExecutionConfig(Strict):
     """How trials are run."""
 

@@ -1,4 +1,4 @@
-"""A configuration that already completed is answered from that trial by the real objective, with no trainer run."""
+"""A configuration that already ran takes that trial's outcome in the real objective, with no trainer run."""
 
 from __future__ import annotations
 
@@ -35,3 +35,24 @@ def test_the_objective_does_not_train_a_completed_configuration_again(tmp_path):
     assert repeat.user_attrs["repeat_of"] == 0
     assert not (tmp_path / "runs" / "trials").exists()  # no trial folder: no trainer was started
     assert "trial 1 COMPLETE eval_loss=2.5000 (same as trial 0, not trained again)" in out.getvalue()
+
+
+def test_a_pruned_configuration_proposed_again_is_pruned_again_with_its_curve(tmp_path):
+    study = load_study(str(write(tmp_path, BASE)))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna_study = optuna.create_study()
+    optuna_study.add_trial(optuna.trial.create_trial(
+        params={"learning_rate": 1e-4, "r": 4}, distributions=SPACE, state=optuna.trial.TrialState.PRUNED,
+        intermediate_values={1: 7.3, 2: 7.2}, user_attrs={"eval_losses": [[5, 7.3], [10, 7.2]]}))
+    optuna_study.enqueue_trial({"learning_rate": 1e-4, "r": 4})
+    out = io.StringIO()
+    with ProgressView("s", 2, {}, None, console=Console(file=out)) as progress:
+        stopping = threading.Event()
+        objective = Objective(study, tmp_path / "runs", progress, SlotPool({None: 1}, stopping), stopping)
+        optuna_study.optimize(objective, n_trials=1)
+    repeat = optuna_study.trials[1]
+    assert repeat.state == optuna.trial.TrialState.PRUNED and repeat.user_attrs["repeat_of"] == 0
+    assert repeat.intermediate_values == {1: 7.3, 2: 7.2}
+    assert repeat.user_attrs["eval_losses"] == [[5, 7.3], [10, 7.2]]
+    assert not (tmp_path / "runs" / "trials").exists()
+    assert "trial 1 PRUNED (same as trial 0, not trained again)" in out.getvalue()

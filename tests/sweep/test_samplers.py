@@ -84,3 +84,11 @@ def test_grid_sampler_needs_choices_and_no_conditional_rslora(tmp_path):
         + "    use_rslora: {choices: [true, false], only_for_r: [8]}\n  sampler: {name: grid}\n"
     (line,) = errors_of(write(tmp_path, conditional))
     assert "use_rslora with only_for_r would train every other rank twice" in line
+
+
+def test_gp_sampler_is_refused_with_a_pruner(tmp_path):
+    from tests.sweep.test_study_files import BASE, errors_of, write
+
+    (line,) = errors_of(write(tmp_path, BASE + "  sampler: {name: gp}\n"))  # the default pruner is median
+    assert "sampler gp with pruner median: the GP sampler learns only from completed trials" in line
+    assert load_study(str(write(tmp_path, BASE + "  sampler: {name: gp}\n  pruner: {name: none}\n")))
