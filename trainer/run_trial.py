@@ -26,11 +26,12 @@ class BadInput(ValueError):
     """A problem with the study's inputs (data, model, template), not a bug."""
 
 
-def main(spec_path: Path, started: float | None = None, before_result=None) -> int:
+def main(spec_path: Path, started: float | None = None, before_result=None, resident=None) -> int:
     """Run the trial of ``spec_path``; returns the exit code.
 
-    ``before_result`` (used by the warm worker) sees the result once the trial's objects are out of
-    scope and may amend it before it is emitted.
+    Used by the warm worker: ``before_result`` sees the result once the trial's objects are out of
+    scope and may amend it before it is emitted; ``resident`` (a :class:`ResidentBase`) lends the
+    base model kept from the previous trial and keeps this one's after a clean end.
     """
     from trainer.process_guard import FolderBusy, hold_trial_folder
 
@@ -45,10 +46,12 @@ def main(spec_path: Path, started: float | None = None, before_result=None) -> i
         events = EventWriter(spec.out / EVENTS_FILE)
         events.emit(Started(pid=os.getpid()))
         try:
-            result = run(spec, events, started)
+            result = run(spec, events, started, resident)
         except Exception as error:  # every failure becomes a recorded reason
             traceback.print_exc()
             result = _failure(error)
+            if resident is not None:
+                resident.drop()
         if before_result is not None:
             result = before_result(result)
         events.emit(result)
@@ -69,7 +72,7 @@ def _failure(error: Exception) -> Result:
     return Result(status="error", reason=f"crash: {type(error).__name__}: {text}")
 
 
-def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
+def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> Result:
     phase = time.time()
     from trainer.backends import attach_lora, choose_backend, load_in_4bit, load_model
 
@@ -80,7 +83,9 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     from trainer.faults import fault_callbacks
 
     phase = _phase(events, "imports", phase)
-    model, tokenizer = load_model(backend, spec.model, device, spec.training.seed)
+    base_key = f"{backend}:{device}:{spec.model.model_dump_json()}"
+    load = lambda: load_model(backend, spec.model, device, spec.training.seed)  # noqa: E731
+    model, tokenizer, reused = resident.take(base_key, load, device) if resident is not None else (*load(), False)
     phase = _phase(events, "model", phase)
     train_rows, eval_rows, fmt = load_rows(spec)
     train_ds, eval_ds = encode(spec, tokenizer, train_rows, eval_rows, fmt)
@@ -99,7 +104,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
     )
     checkpoint = last_checkpoint(spec, config.per_device_train_batch_size) if spec.resume else None
     resumed = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
-    notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}"]
+    notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}", f"base={'kept' if reused else 'loaded'}"]
     events.emit(Setup(backend=backend, device=device, total_steps=_total_steps(trainer, config), train_rows=len(train_ds),
                       eval_rows=len(eval_ds), resumed_from_step=resumed, notes=notes))
     _phase(events, "trainer", phase)
@@ -113,12 +118,20 @@ def run(spec: TrialSpec, events: EventWriter, started: float) -> Result:
             "train_loss": mean_train_loss(trainer.state.log_history, output.training_loss),
             "train_tokens": round((step - resumed) * tokens_per_step)}
     if callback.stopped:
-        return Result(status="stopped", reason="stopped by the orchestrator (pruned)", **base)
-    if callback.last_eval is None or callback.last_eval[0] != step:
-        trainer.evaluate()
-    adapter = save_adapter(spec, trainer.model, tokenizer)
-    samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
-    return Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples, **base)
+        result = Result(status="stopped", reason="stopped by the orchestrator (pruned)", **base)
+    else:
+        if callback.last_eval is None or callback.last_eval[0] != step:
+            trainer.evaluate()
+        adapter = save_adapter(spec, trainer.model, tokenizer)
+        samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
+        result = Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples, **base)
+    if resident is not None:
+        # trained biases (lora.bias other than none) changed the base: the next trial loads afresh
+        if spec.lora.bias == "none":
+            resident.keep(base_key, trainer.model)
+        else:
+            resident.drop()
+    return result
 
 
 def mean_train_loss(log_history: list[dict], fallback: float) -> float:

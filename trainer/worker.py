@@ -37,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainer.backends import choose_backend
     from trainer.process_guard import exit_with_parent
+    from trainer.resident_base import ResidentBase, allocated_mb
     from trainer.run_trial import main as run_trial
 
     exit_with_parent()
     backend, device = choose_backend(args.backend)
     warm_imports()
     baseline = allocated_mb(device)
+    resident = ResidentBase()
     print(f"worker {os.getpid()}: {backend} on {device}, ready (baseline {baseline:.0f} MiB)", flush=True)
     for count, line in enumerate(sys.stdin, 1):
         request = json.loads(line)
@@ -52,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def settle(result, count=count):
             nonlocal exits
-            leaked = settle_memory(device) - baseline
+            leaked = settle_memory(device) - baseline - resident.resident_mb
             exits = result.status not in ("ok", "stopped") or leaked > args.max_leak_mb or count >= args.max_trials
             return result.model_copy(update={"worker_exits": exits, "gpu_leak_mb": round(leaked, 1)})
 
         with output_to(spec_path.parent / "trainer.log"):
             print(f"worker {os.getpid()}: trial {count} of this worker", flush=True)
-            code = run_trial(spec_path, started=time.time(), before_result=settle)
+            code = run_trial(spec_path, started=time.time(), before_result=settle, resident=resident)
         if exits:
             return code
     return 0
@@ -74,14 +76,6 @@ def warm_imports() -> None:
     import trainer.chat_data  # noqa: F401
 
 
-def allocated_mb(device: str) -> float:
-    if device != "cuda":
-        return 0.0
-    import torch
-
-    return torch.cuda.memory_allocated() / 2**20
-
-
 def settle_memory(device: str) -> float:
     """Free what the finished trial left behind; the GPU memory still allocated afterwards (MiB)."""
     gc.collect()
@@ -90,6 +84,8 @@ def settle_memory(device: str) -> float:
 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    from trainer.resident_base import allocated_mb
+
     return allocated_mb(device)
 
 
