@@ -37,3 +37,38 @@ def synthetic_chat(path: Path, rows: int, seed: int) -> None:
             q = " ".join(f"w{rng.randrange(100, 120000)}" for _ in range(rng.randrange(60, 200)))
             a = " ".join(f"w{rng.randrange(100, 120000)}" for _ in range(rng.randrange(200, 600)))
             f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
+
+
+STUDY_8B = """
+name: {name}
+model: {{name_or_path: {model}, max_seq_length: 2048, load_in_4bit: true, chat_template: llama-3}}
+data: {{train: {data}, eval: {eval}, train_on_responses_only: true}}
+training:
+  per_device_train_batch_size: 8
+  max_steps: {steps}
+  warmup_steps: 5
+  optim: adamw_8bit
+  weight_decay: 0.01
+  lr_scheduler_type: linear
+  eval_points: 1
+  seed: 3407
+search:
+  n_trials: {n_trials}
+  params: {{learning_rate: 2.0e-4, r: 16, lora_alpha: 16, use_rslora: false, num_train_epochs: 1}}
+  pruner: {{name: none}}
+execution: {{timeout_minutes: 9, worker_max_leak_mb: 8000}}
+"""
+
+
+def study_8b(work: Path, name: str, steps: int, n_trials: int) -> Path:
+    """A study of ``n_trials`` identical QLoRA trials (r=16, alpha 16, batch 8, adamw_8bit, lr 2e-4 linear)
+    on the random-weight 8B model and synthetic chat under ``work`` (built here on first use)."""
+    model, data = work / "llama-8b", work / "data" / "train.jsonl"
+    ensure_model(model)
+    if not data.exists():
+        synthetic_chat(data, 8 * steps, 1)
+        synthetic_chat(data.with_name("eval.jsonl"), 16, 2)
+    path = work / f"{name}.yaml"
+    path.write_text(STUDY_8B.format(name=name, model=model, data=data, eval=data.with_name("eval.jsonl"), steps=steps,
+                                    n_trials=n_trials))
+    return path

@@ -10,6 +10,19 @@ Run it on a GPU host from the project root, e.g.::
 
     python bench/parallel_gpu.py --study studies/demo.yaml --gpus 0 --ks 1,2,4 --rounds 2
     python bench/parallel_gpu.py --study my-8b.yaml --gpus 0,1,2,3 --ks 1,2,4 --json bench-runs/result.json
+    python3 bench/parallel_gpu.py --fixture-8b /tmp/gpu-bench --steps 30 --gpus 0 --ks 1,2,4   # device
+    python3 bench/parallel_gpu.py --fixture-8b /tmp/gpu-bench --steps 30 --gpus 0 --gpus 0,1 --ks 1 --rounds 3
+
+``--fixture-8b DIR`` builds the random-weight Llama-3.1-8B-architecture model and synthetic chat of
+bench/gpu_fixtures.py under DIR (once) and uses their study (QLoRA 4-bit, r=16, batch 8, about 530
+tokens a row). ``--gpus`` may be given several times: each set is measured at each K.
+
+Two kinds of figure per run. Over the whole run, from the first trial's start to the last one's end
+(what a user waits for, the workers' one-off start-up included): aggregate tokens/s and trials per
+hour. In steady state: ``steady tokens/s`` counts the optimizer steps of all trials in the window
+where every slot of the first round is training (from the last of them to reach its first step to
+the first of them to take its last), ``steady trials/h`` the trials finished after the first round
+over the time since the first round's first end.
 
 State beside every figure what the study used (model, quantisation, rank, batch, sequence length,
 backend): the study file of each K is kept under ``--out``.
@@ -30,26 +43,38 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", required=True, help="study file (or name under studies/) to repeat at each K")
-    parser.add_argument("--gpus", default="0", help="GPU indices, as for `sweep run --gpus` (default 0)")
+    parser.add_argument("--study", help="study file (or name under studies/) to repeat at each K")
+    parser.add_argument("--fixture-8b", type=Path, metavar="DIR",
+                        help="instead of --study: the random-weight 8B model and synthetic chat, built under DIR")
+    parser.add_argument("--steps", type=int, default=30, help="with --fixture-8b: optimizer steps per trial")
+    parser.add_argument("--gpus", action="append", help="GPU indices, as for `sweep run --gpus` (default 0); repeatable")
     parser.add_argument("--ks", default="1,2,4", help="trials per GPU to compare (default 1,2,4)")
     parser.add_argument("--rounds", type=int, default=2, help="full rounds of K trials per GPU at each K (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="folder for the runs (default bench-runs)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
 
-    gpus = [g for g in args.gpus.split(",") if g.strip()]
+    if (args.study is None) == (args.fixture_8b is None):
+        parser.error("give one of --study and --fixture-8b")
+    study = args.study
+    if args.fixture_8b is not None:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from gpu_fixtures import study_8b
+
+        study = str(study_8b(args.fixture_8b, "parallel-8b", args.steps, 1))
     rows = []
-    for k in (int(k) for k in args.ks.split(",")):
-        study_file = write_study(args.study, args.out, k, k * len(gpus) * args.rounds)
-        started = time.time()
-        done = subprocess.run([sys.executable, "-m", "sweep", "run", "--study", str(study_file),
-                               "--runs-dir", str(args.out / "runs"), "--gpus", args.gpus, "--trials-per-gpu", str(k)],
-                              cwd=ROOT)
-        row = {"k": k, "exit_code": done.returncode, "seconds": round(time.time() - started, 1),
-               **measure(study_file.stem, args.out / "runs")}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for gpu_set in args.gpus or ["0"]:
+        gpus = [g for g in gpu_set.split(",") if g.strip()]
+        for k in (int(k) for k in args.ks.split(",")):
+            tag = f"g{len(gpus)}-k{k}"
+            study_file = write_study(study, args.out, tag, k * len(gpus) * args.rounds)
+            started = time.time()
+            done = subprocess.run([sys.executable, "-m", "sweep", "run", "--study", str(study_file), "--runs-dir",
+                                   str(args.out / "runs"), "--gpus", gpu_set, "--trials-per-gpu", str(k)], cwd=ROOT)
+            row = {"gpus": gpu_set, "k": k, "exit_code": done.returncode, "seconds": round(time.time() - started, 1),
+                   **measure(study_file.stem, args.out / "runs", k * len(gpus))}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     print_table(rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -57,28 +82,30 @@ def main() -> int:
     return 0 if all(r["exit_code"] == 0 for r in rows) else 1
 
 
-def write_study(name_or_path: str, out: Path, k: int, n_trials: int) -> Path:
-    """The study resolved (absolute paths), renamed for K and set to ``n_trials``."""
+def write_study(name_or_path: str, out: Path, tag: str, n_trials: int) -> Path:
+    """The study resolved (absolute paths), renamed for the run (``tag``) and set to ``n_trials``."""
     import yaml
 
     from sweep.study_file import load_study
 
     study = load_study(name_or_path)
     config = study.config.model_copy(deep=True)
-    config.name = f"{study.name}-k{k}"
+    config.name = f"{study.name}-{tag}"
     config.search.n_trials = n_trials
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{config.name}.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_unset=True), sort_keys=False))
     return path
 
 
-def measure(name: str, runs: Path) -> dict:
-    """Aggregate figures from the complete trials' user attrs."""
+def measure(name: str, runs: Path, slots: int) -> dict:
+    """Aggregate figures from the complete trials' user attrs and events; ``slots`` run at once."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if not (runs / name / "study.db").exists():
+        return {"complete": 0, "failed": 0}
     trials = optuna.load_study(study_name=name, storage=f"sqlite:///{(runs / name / 'study.db').resolve()}") \
         .get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -94,16 +121,47 @@ def measure(name: str, runs: Path) -> dict:
         "mean_trial_tokens_per_second": round(sum(own) / len(own), 1) if own else None,
         "max_peak_memory_mb": max((t.user_attrs.get("peak_memory_mb") or 0) for t in complete),
         "backend": complete[0].user_attrs.get("backend"),
+        **steady(complete, slots),
+    }
+
+
+def steady(complete: list, slots: int) -> dict:
+    """Steady-state figures from the trials' step events (see the module's docstring)."""
+    steps = {}  # trial number -> [(time, step)]
+    for t in complete:
+        events = Path(t.user_attrs["trial_dir"]) / "events.jsonl"
+        found = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
+        steps[t.number] = [(e["time"], e["step"]) for e in found if e["event"] == "progress"]
+    first_round = sorted(complete, key=lambda t: t.datetime_start)[:slots]
+    if any(not steps[t.number] for t in first_round):
+        return {}
+    t0 = max(steps[t.number][0][0] for t in first_round)
+    t1 = min(steps[t.number][-1][0] for t in first_round)
+    tokens = 0.0
+    for t in complete:
+        per_step = (t.user_attrs.get("train_tokens") or 0) / max(1, t.user_attrs.get("steps") or steps[t.number][-1][1])
+        inside = [step for when, step in steps[t.number] if t0 <= when <= t1]
+        if len(inside) > 1:
+            tokens += (inside[-1] - inside[0]) * per_step
+    ends = sorted(t.datetime_complete for t in complete)
+    later = [e for e in ends if e > max(t.datetime_complete for t in first_round)]
+    first_end = min(t.datetime_complete for t in first_round)
+    return {
+        "steady_window_seconds": round(t1 - t0, 1),
+        "steady_tokens_per_second": round(tokens / (t1 - t0), 1) if t1 - t0 > 5 else None,
+        "steady_trials_per_hour": round(len(later) / (later[-1] - first_end).total_seconds() * 3600, 2) if later else None,
     }
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'K':>3} {'trials':>7} {'failed':>7} {'span s':>8} {'tokens/s':>10} {'trials/h':>9} "
-          f"{'per-trial tok/s':>16} {'peak MiB':>9}")
+    print("\n| GPUs | K | trials | failed | span s | tokens/s | trials/h | steady tokens/s | steady trials/h "
+          "| per-trial tokens/s | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"{r['k']:>3} {r['complete']:>7} {r['failed']:>7} {r.get('span_seconds', '-'):>8} "
-              f"{r.get('aggregate_tokens_per_second', '-'):>10} {r.get('trials_per_hour', '-'):>9} "
-              f"{r.get('mean_trial_tokens_per_second') or '-':>16} {round(r.get('max_peak_memory_mb') or 0):>9}")
+        print(f"| {r['gpus']} | {r['k']} | {r['complete']} | {r['failed']} | {r.get('span_seconds', '-')} "
+              f"| {r.get('aggregate_tokens_per_second', '-')} | {r.get('trials_per_hour', '-')} "
+              f"| {r.get('steady_tokens_per_second') or '-'} | {r.get('steady_trials_per_hour') or '-'} "
+              f"| {r.get('mean_trial_tokens_per_second') or '-'} | {round(r.get('max_peak_memory_mb') or 0)} |")
 
 
 if __name__ == "__main__":

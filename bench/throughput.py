@@ -20,33 +20,12 @@ import json
 import sys
 from pathlib import Path
 
-from gpu_fixtures import ROOT, ensure_model, sh, synthetic_chat
-
-STUDY = """
-model: {{name_or_path: {model}, max_seq_length: 2048, load_in_4bit: true, chat_template: llama-3}}
-data: {{train: {data}, eval: {eval}, train_on_responses_only: true}}
-training:
-  per_device_train_batch_size: 8
-  max_steps: {steps}
-  warmup_steps: 5
-  optim: adamw_8bit
-  weight_decay: 0.01
-  lr_scheduler_type: linear
-  eval_points: 1
-  seed: 3407
-search:
-  n_trials: {n_trials}
-  params: {{learning_rate: 2.0e-4, r: 16, lora_alpha: 16, use_rslora: false, num_train_epochs: 1}}
-  pruner: {{name: none}}
-execution: {{timeout_minutes: 9, worker_max_leak_mb: 8000}}
-"""
+from gpu_fixtures import ROOT, ensure_model, sh, study_8b, synthetic_chat
 
 
 def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -> list[dict]:
     """Run a study of ``n_trials`` identical trials; one row per trial from its events and the study."""
-    study = work / "bench-sweep.yaml"
-    study.write_text(STUDY.format(model=model, data=data, eval=data.with_name("eval.jsonl"), steps=steps,
-                                  n_trials=n_trials))
+    study = study_8b(work, "bench-sweep", steps, n_trials)
     runs = work / "runs"
     done = sh(sys.executable, "-m", "sweep", "run", "--study", str(study), "--runs-dir", str(runs), timeout=1200)
     print(done.stdout[-2000:], done.stderr[-2000:], flush=True)
@@ -56,12 +35,14 @@ def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -
         a = trial["user_attrs"]
         events = [json.loads(line) for line in (Path(a["trial_dir"]) / "events.jsonl").read_text().splitlines()]
         phases = {e["name"]: round(e["seconds"], 1) for e in events if e["event"] == "phase"}
+        notes = next((e["notes"] for e in events if e["event"] == "setup"), [])
         last_step = max(e["time"] for e in events if e["event"] == "progress")
         recorded = dt.datetime.fromisoformat(trial["datetime_complete"]).timestamp() if trial["datetime_complete"] else None
         rows.append({"run": f"sweep trial {trial['number']}", "tokens_per_second": round(a.get("tokens_per_second") or 0),
                      "peak_gib": round(a.get("peak_memory_mb", 0) / 1024, 2), "first_step_s": phases.get("first_step"),
                      "last_step_to_recorded_s": round(recorded - last_step, 1) if recorded else None,
-                     "phases": phases, "state": trial["state"],
+                     "phases": phases, "state": trial["state"], "eval_loss": trial["value"],
+                     "base": next((n.removeprefix("base=") for n in notes if n.startswith("base=")), None),
                      "gpu_leak_mb": next((e.get("gpu_leak_mb") for e in events if e["event"] == "result"), None)})
     return rows
 
@@ -87,11 +68,11 @@ def main() -> int:
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         rows.append(json.loads(lines[-1]) if lines else {"run": run, "error": done.stderr[-800:]})
         print(rows[-1], flush=True)
-    print("\n| run | tokens/s (steady) | peak GPU GiB | start to first step (s) | last step to recorded (s) |")
-    print("|---|---|---|---|---|")
+    print("\n| run | tokens/s (steady) | peak GPU GiB | start to first step (s) | last step to recorded (s) | base | eval loss |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r.get('tokens_per_second', '-')} | {r.get('peak_gib', '-')} | {r.get('first_step_s', '-')} | "
-              f"{r.get('last_step_to_recorded_s', '-')} |")
+              f"{r.get('last_step_to_recorded_s', '-')} | {r.get('base', '-')} | {r.get('eval_loss', '-')} |")
     print(json.dumps(rows))
     return 0
 
