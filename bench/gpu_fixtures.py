@@ -54,14 +54,29 @@ training:
   seed: 3407
 search:
   n_trials: {n_trials}
-  params: {{learning_rate: 2.0e-4, r: 16, lora_alpha: 16, use_rslora: false, num_train_epochs: 1}}
+  params:
+    learning_rate: {{low: 1.0e-4, high: 4.0e-4, log: true}}
+    r: 16
+    lora_alpha: {{choices: [16, 4, 32]}}
+    use_rslora: {{choices: [false, true]}}
+    num_train_epochs: 1
+  sampler: {{name: random, seed: 1}}
   pruner: {{name: none}}
+  enqueue: {enqueue}
 execution: {{timeout_minutes: 9, worker_max_leak_mb: 8000}}
 """
 
 
+# The first three trials: the settings of bench/bare_train.py, then the same scale (4 / sqrt(16) = 16 / 16)
+# through rsLoRA, which trains identically (same seed, same initialisation), then another. Later trials
+# draw other learning rates: the sweep answers a repeated configuration from the earlier trial.
+ENQUEUE = [{"learning_rate": 2.0e-4, "lora_alpha": 16, "use_rslora": False},
+           {"learning_rate": 2.0e-4, "lora_alpha": 4, "use_rslora": True},
+           {"learning_rate": 2.0e-4, "lora_alpha": 32, "use_rslora": False}]
+
+
 def study_8b(work: Path, name: str, steps: int, n_trials: int) -> Path:
-    """A study of ``n_trials`` identical QLoRA trials (r=16, alpha 16, batch 8, adamw_8bit, lr 2e-4 linear)
+    """A study of ``n_trials`` QLoRA trials (r=16, batch 8, adamw_8bit, linear schedule; ``ENQUEUE`` first)
     on the random-weight 8B model and synthetic chat under ``work`` (built here on first use)."""
     model, data = work / "llama-8b", work / "data" / "train.jsonl"
     ensure_model(model)
@@ -70,5 +85,5 @@ def study_8b(work: Path, name: str, steps: int, n_trials: int) -> Path:
         synthetic_chat(data.with_name("eval.jsonl"), 16, 2)
     path = work / f"{name}.yaml"
     path.write_text(STUDY_8B.format(name=name, model=model, data=data, eval=data.with_name("eval.jsonl"), steps=steps,
-                                    n_trials=n_trials))
+                                    n_trials=n_trials, enqueue=json.dumps(ENQUEUE)))
     return path
