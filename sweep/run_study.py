@@ -29,6 +29,7 @@ from sweep.storage import open_study, study_dir
 from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
 from sweep.study_runs import storage_url
+from sweep.trainer_process import cpu_threads_env
 from sweep.trial_loop import FINISHED, TrialLoop
 
 RUNS_STARTED = "sweep:runs_started"  # study system attr: how many runs (workers) have joined the study
@@ -44,6 +45,7 @@ def run_study(args) -> int:
     check_data(study)
     execution, search = study.config.execution, study.config.search
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
+    os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
     optuna_study = open_study(url, study.name, pruner=build_pruner(search.pruner), create=True,

@@ -31,6 +31,18 @@ def trial_env(trial_dir: Path) -> dict[str, str]:
     return env
 
 
+def cpu_threads_env(slots: int, environ=os.environ, cpus: int | None = None) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for trainers when ``slots`` run at once: the CPUs shared out between them.
+
+    As ``torchrun`` does for several processes per host: each trainer's torch would otherwise start
+    a thread per CPU, and K x GPUs trainers would fight over the cores. A value the user set wins.
+    """
+    if slots <= 1 or "OMP_NUM_THREADS" in environ:
+        return {}
+    cpus = cpus or len(os.sched_getaffinity(0))
+    return {"OMP_NUM_THREADS": str(max(1, cpus // slots))}
+
+
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment plus ``extra``, with the project importable by the child."""
     env = {**os.environ, **extra}

@@ -104,7 +104,8 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     )
     checkpoint = last_checkpoint(spec, config.per_device_train_batch_size) if spec.resume else None
     resumed = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
-    notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}", f"base={'kept' if reused else 'loaded'}"]
+    notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}", f"base={'kept' if reused else 'loaded'}",
+             f"threads={_torch_threads()}"]
     events.emit(Setup(backend=backend, device=device, total_steps=_total_steps(trainer, config), train_rows=len(train_ds),
                       eval_rows=len(eval_ds), resumed_from_step=resumed, notes=notes))
     _phase(events, "trainer", phase)
@@ -132,6 +133,12 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
         else:
             resident.drop()
     return result
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def mean_train_loss(log_history: list[dict], fallback: float) -> float:

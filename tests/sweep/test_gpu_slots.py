@@ -107,3 +107,12 @@ def test_each_trainer_gets_caches_of_its_own(tmp_path):
     for name in ("UNSLOTH_COMPILE_LOCATION", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
         assert env[name].startswith(str(tmp_path / "00003")), name
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+def test_trainers_running_at_once_share_the_cpus_unless_the_user_chose():
+    from sweep.trainer_process import cpu_threads_env
+
+    assert cpu_threads_env(4, environ={}, cpus=16) == {"OMP_NUM_THREADS": "4"}
+    assert cpu_threads_env(8, environ={}, cpus=6) == {"OMP_NUM_THREADS": "1"}
+    assert cpu_threads_env(1, environ={}, cpus=16) == {}  # one trainer: torch's own default
+    assert cpu_threads_env(4, environ={"OMP_NUM_THREADS": "2"}, cpus=16) == {}
