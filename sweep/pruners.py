@@ -48,7 +48,10 @@ class PrunerConfig(Strict):
     n_startup_trials: int = Field(3, ge=0, description="median/percentile: trials that finish before any is pruned.")
     n_warmup_steps: int = Field(3, ge=0, description="median/percentile: eval points before a trial can be pruned.")
     interval_steps: int = Field(1, ge=1, description="median/percentile: check every N eval points.")
-    percentile: float = Field(50.0, gt=0.0, lt=100.0, description="percentile: prune below this percentile.")
+    percentile: float = Field(
+        75.0, gt=0.0, lt=100.0,
+        description="percentile: prune a trial worse than this percentile of the others at its eval point "
+                    "(75: the worst quarter; 50 is the median pruner).")
     min_resource: int | Literal["auto"] = Field(
         "auto", description="successive_halving/hyperband: eval points of the first rung (auto: 1)."
     )
