@@ -21,8 +21,9 @@ Two kinds of figure per run. Over the whole run, from the first trial's start to
 (what a user waits for, the workers' one-off start-up included): aggregate tokens/s and trials per
 hour. In steady state: ``steady tokens/s`` counts the optimizer steps of all trials in the window
 where every slot of the first round is training (from the last of them to reach its first step to
-the first of them to take its last), ``steady trials/h`` the trials finished after the first round
-over the time since the first round's first end.
+the first of them to take its last), ``steady trials/h`` is slots x 3600 / the mean duration of the
+trials after the first round (created to recorded, so with the hand-over to the trainer; with a
+kept base model and no import, as the trials of a long sweep run).
 
 State beside every figure what the study used (model, quantisation, rank, batch, sequence length,
 backend): the study file of each K is kept under ``--out``.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -143,13 +145,13 @@ def steady(complete: list, slots: int) -> dict:
         inside = [step for when, step in steps[t.number] if t0 <= when <= t1]
         if len(inside) > 1:
             tokens += (inside[-1] - inside[0]) * per_step
-    ends = sorted(t.datetime_complete for t in complete)
-    later = [e for e in ends if e > max(t.datetime_complete for t in first_round)]
-    first_end = min(t.datetime_complete for t in first_round)
+    first = {t.number for t in first_round}
+    later = [t for t in complete if t.number not in first]
+    cycle = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in later) if later else None
     return {
         "steady_window_seconds": round(t1 - t0, 1),
         "steady_tokens_per_second": round(tokens / (t1 - t0), 1) if t1 - t0 > 5 else None,
-        "steady_trials_per_hour": round(len(later) / (later[-1] - first_end).total_seconds() * 3600, 2) if later else None,
+        "steady_trials_per_hour": round(slots * 3600 / cycle, 2) if cycle else None,
     }
 
 
