@@ -5,10 +5,11 @@
 The orchestrator starts one per slot (GPU, or CPU) and writes one request per line to its
 stdin (``{"spec": PATH, "env": {...}}``). Each trial runs exactly as ``python -m trainer SPEC`` would run it (same events, same result),
 with its output sent to the trial's ``trainer.log``. ``import unsloth`` (30 to 40 s on a GPU, and it
-initialises CUDA, so nothing can be forked after it) is so paid once per worker instead of per trial.
+initialises CUDA, so nothing can be forked after it) is so paid once per worker instead of per trial,
+and the base model is kept loaded from one trial to the next (:mod:`trainer.resident_base`).
 
 A trial's failure must not leak into the next one: after each trial the worker frees it and compares
-the GPU memory still allocated with its baseline from before the first trial. It exits, and says so in
+the GPU memory still allocated with its baseline from before the first trial plus the kept base. It exits, and says so in
 the trial's result (``worker_exits``), when the trial did not end cleanly, when more than
 ``--max-leak-mb`` stayed allocated, or after ``--max-trials`` trials; the orchestrator then starts a
 fresh worker. A crash, hang or kill ends only the worker's current trial: the orchestrator kills the
