@@ -21,6 +21,12 @@ from sweep.trial_artifacts import artifact_store
 class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
+    def handle_error(self, request, client_address) -> None:
+        # a browser that closes a tab or a connection mid-request is normal, not a traceback on the terminal
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args) -> None:  # one line per request would bury the URL

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -35,13 +36,15 @@ def _get(url: str) -> bytes:
 def _dashboard(study, port: int):
     """Start ``python -m sweep dashboard`` and wait until it answers; yields (base URL, its first output line)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    # stderr to a file, not a pipe nobody reads: a server that writes more than a pipe holds would block
+    errors = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, "-m", "sweep", "dashboard", *study.args(), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=PROJECT_ROOT)
+                               stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=PROJECT_ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
         while True:
-            assert process.poll() is None, process.stderr.read()
+            assert process.poll() is None, _read(errors)
             try:
                 _get(f"{base}/api/meta")
                 break
@@ -51,7 +54,13 @@ def _dashboard(study, port: int):
         yield base, process.stdout.readline().strip()
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C: the command stops cleanly
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=60) == 0, _read(errors)
+        assert "Traceback" not in _read(errors)
+
+
+def _read(file) -> str:
+    file.seek(0)
+    return file.read()
 
 
 def _listening_addresses(port: int) -> set[str]:
