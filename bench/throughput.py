@@ -33,6 +33,8 @@ def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -
     rows = []
     for trial in json.loads(status.stdout or "[]"):
         a = trial["user_attrs"]
+        if "trial_dir" not in a:  # an enqueued configuration the study did not get to (n_trials < 3)
+            continue
         events = [json.loads(line) for line in (Path(a["trial_dir"]) / "events.jsonl").read_text().splitlines()]
         phases = {e["name"]: round(e["seconds"], 1) for e in events if e["event"] == "phase"}
         notes = next((e["notes"] for e in events if e["event"] == "setup"), [])
