@@ -8,6 +8,7 @@ cannot be bound is a one-line error.
 
 from __future__ import annotations
 
+import signal
 import socketserver
 import sys
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -33,6 +34,17 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the server cleanly, also where SIGINT came ignored (a job started with ``&``
+    by a shell without job control, where Python installs no KeyboardInterrupt handler)."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
 def serve_dashboard(args, host: str, port: int) -> int:
     """Serve the dashboard of ``args.study`` on ``host:port`` until Ctrl-C; returns the exit code."""
     import optuna_dashboard
@@ -48,6 +60,7 @@ def serve_dashboard(args, host: str, port: int) -> int:
                         "choose another port with --port") from None
     print(f"optuna-dashboard for study {study.name}: http://{host}:{port}/dashboard/studies/{study_id}"
           " (Ctrl-C to stop)", flush=True)
+    _stop_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

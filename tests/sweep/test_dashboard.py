@@ -33,7 +33,7 @@ def _get(url: str) -> bytes:
 
 
 @contextmanager
-def _dashboard(study, port: int):
+def _dashboard(study, port: int, stop: signal.Signals = signal.SIGINT):
     """Start ``python -m sweep dashboard`` and wait until it answers; yields (base URL, its first output line)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     # stderr to a file, not a pipe nobody reads: a server that writes more than a pipe holds would block
@@ -53,7 +53,7 @@ def _dashboard(study, port: int):
                 time.sleep(0.2)
         yield base, process.stdout.readline().strip()
     finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C: the command stops cleanly
+        process.send_signal(stop)  # Ctrl-C (or a service manager's SIGTERM): the command stops cleanly
         assert process.wait(timeout=60) == 0, _read(errors)
         assert "Traceback" not in _read(errors)
 
@@ -106,6 +106,11 @@ def test_dashboard_shows_the_trials_their_values_params_and_files(finished_study
         screenshot = tmp_path / "dashboard.png"
         chromium(f"{base}/dashboard/studies/{study_id}/trials", f"--screenshot={screenshot}", "--window-size=1400,1400")
         assert screenshot.stat().st_size > 20_000
+
+
+def test_dashboard_stops_cleanly_on_sigterm(finished_study):
+    with _dashboard(finished_study, _free_port(), stop=signal.SIGTERM) as (base, _):
+        assert json.loads(_get(f"{base}/api/studies"))["study_summaries"]
 
 
 def test_dashboard_on_a_port_in_use_is_a_one_line_error(finished_study, sweep_cli):
