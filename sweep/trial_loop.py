@@ -82,8 +82,11 @@ class TrialLoop:
                 again = "queued again, to resume from its checkpoint" if queued else "no retries left"
                 print(f"trial {number} FAIL (stale: no heartbeat from its worker for over "
                       f"{self.stale_after_seconds} s; {again})", flush=True)
-            finished = self._finished()
-            running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            # one read for both counts: a trial told COMPLETE between two reads would be in neither,
+            # and one trial too many would be asked for
+            counted = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            finished = sum(t.state in FINISHED for t in counted)
+            running = len(counted) - finished
             if self.stopping.is_set() or self.draining.is_set() or finished + running >= self.n_trials:
                 return None
             trial = self.study.ask()
