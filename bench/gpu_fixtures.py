@@ -75,14 +75,21 @@ ENQUEUE = [{"learning_rate": 2.0e-4, "lora_alpha": 16, "use_rslora": False},
            {"learning_rate": 2.0e-4, "lora_alpha": 32, "use_rslora": False}]
 
 
-def study_8b(work: Path, name: str, steps: int, n_trials: int) -> Path:
-    """A study of ``n_trials`` QLoRA trials (r=16, batch 8, adamw_8bit, linear schedule; ``ENQUEUE`` first)
-    on the random-weight 8B model and synthetic chat under ``work`` (built here on first use)."""
+def fixture_8b(work: Path, steps: int) -> tuple[Path, Path]:
+    """``(model, train data)`` under ``work``: the random-weight 8B model (built on first use) and synthetic
+    chat for ``steps`` steps of batch 8 (``eval.jsonl`` beside it: 16 rows), written anew: seeded, so the
+    same every time."""
     model, data = work / "llama-8b", work / "data" / "train.jsonl"
     ensure_model(model)
-    if not data.exists():
-        synthetic_chat(data, 8 * steps, 1)
-        synthetic_chat(data.with_name("eval.jsonl"), 16, 2)
+    synthetic_chat(data, 8 * steps, 1)
+    synthetic_chat(data.with_name("eval.jsonl"), 16, 2)
+    return model, data
+
+
+def study_8b(work: Path, name: str, steps: int, n_trials: int) -> Path:
+    """A study of ``n_trials`` QLoRA trials (r=16, batch 8, adamw_8bit, linear schedule; ``ENQUEUE`` first)
+    on :func:`fixture_8b` under ``work``."""
+    model, data = fixture_8b(work, steps)
     path = work / f"{name}.yaml"
     path.write_text(STUDY_8B.format(name=name, model=model, data=data, eval=data.with_name("eval.jsonl"), steps=steps,
                                     n_trials=n_trials, enqueue=json.dumps(ENQUEUE)))

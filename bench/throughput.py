@@ -20,10 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-from gpu_fixtures import ROOT, ensure_model, sh, study_8b, synthetic_chat
+from gpu_fixtures import ROOT, fixture_8b, sh, study_8b
 
 
-def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -> list[dict]:
+def sweep_rows(work: Path, steps: int, n_trials: int) -> list[dict]:
     """Run a study of ``n_trials`` identical trials; one row per trial from its events and the study."""
     study = study_8b(work, "bench-sweep", steps, n_trials)
     runs = work / "runs"
@@ -56,14 +56,11 @@ def main() -> int:
     parser.add_argument("--sweep-trials", type=int, default=1)
     parser.add_argument("--runs", default="bare-unsloth,sweep,bare-hf")
     args = parser.parse_args()
-    model, data = args.workdir / "llama-8b", args.workdir / "data" / "train.jsonl"
-    ensure_model(model)
-    synthetic_chat(data, 8 * args.steps, 1)
-    synthetic_chat(data.with_name("eval.jsonl"), 16, 2)
+    model, data = fixture_8b(args.workdir, args.steps)
     rows = []
     for run in args.runs.split(","):
         if run == "sweep":
-            rows += sweep_rows(args.workdir, model, data, args.steps, args.sweep_trials)
+            rows += sweep_rows(args.workdir, args.steps, args.sweep_trials)
             continue
         done = sh(sys.executable, str(ROOT / "bench" / "bare_train.py"), run.removeprefix("bare-"), str(model), str(data),
                   "--steps", str(args.steps), timeout=900)
