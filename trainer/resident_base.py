@@ -41,10 +41,10 @@ class ResidentBase:
         self._key, self._tokenizer = key, copy.deepcopy(tokenizer)
         return model, tokenizer, False
 
-    def keep(self, key: str, peft_model) -> bool:
-        """Take the trial's adapters out of ``peft_model`` and keep its base for the next trial."""
-        if key != self._key:
-            self.drop()
+    def keep(self, peft_model) -> bool:
+        """Take the trial's adapters out of ``peft_model`` (built on the base :meth:`take` lent) and keep
+        that base for the next trial with the same key."""
+        if self._key is None:  # dropped since it was lent
             return False
         try:
             base = peft_model.unload()

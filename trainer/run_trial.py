@@ -130,7 +130,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     if resident is not None:
         # trained biases (lora.bias other than none) changed the base: the next trial loads afresh
         if spec.lora.bias == "none":
-            resident.keep(base_key, trainer.model)
+            resident.keep(trainer.model)
         else:
             resident.drop()
     return result
