@@ -16,6 +16,7 @@ STARTED = time.time()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps-log", type=Path, help="append one JSON line per optimizer step: time and step")
+    parser.add_argument("--output-dir", default="/tmp/bare-out")
     args = parser.parse_args()
 
     if args.backend == "unsloth":
@@ -55,12 +58,16 @@ def main() -> None:
     from trl import SFTConfig, SFTTrainer
 
     class Clock(TrainerCallback):
-        def __init__(self):
+        def __init__(self, log: Path | None):
             self.first = self.t2 = self.t_end = None
             self.steps = 0
+            self.log = log.open("a") if log else None
 
         def on_step_end(self, args, state, control, **kw):
             now = time.time()
+            if self.log:
+                self.log.write(json.dumps({"time": now, "step": state.global_step}) + "\n")
+                self.log.flush()
             if self.first is None:
                 self.first = now - STARTED
             if state.global_step == 2:
@@ -70,13 +77,13 @@ def main() -> None:
 
     data = load_dataset("json", data_files=args.data, split="train")
     config = SFTConfig(
-        output_dir="/tmp/bare-out", per_device_train_batch_size=8, gradient_accumulation_steps=1, warmup_steps=5,
+        output_dir=args.output_dir, per_device_train_batch_size=8, gradient_accumulation_steps=1, warmup_steps=5,
         max_steps=args.steps, learning_rate=2e-4, bf16=True, logging_steps=1, optim="adamw_8bit",
         weight_decay=0.01, lr_scheduler_type="linear", seed=3407, max_length=2048, report_to="none",
         assistant_only_loss=True, save_strategy="no", gradient_checkpointing=args.backend == "hf",
         disable_tqdm=True,
     )
-    clock = Clock()
+    clock = Clock(args.steps_log)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok, callbacks=[clock])
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     trainer.train()

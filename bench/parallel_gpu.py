@@ -15,7 +15,9 @@ Run it on a GPU host from the project root, e.g.::
 
 ``--fixture-8b DIR`` builds the random-weight Llama-3.1-8B-architecture model and synthetic chat of
 bench/gpu_fixtures.py under DIR (once) and uses their study (QLoRA 4-bit, r=16, batch 8, about 530
-tokens a row). ``--gpus`` may be given several times: each set is measured at each K.
+tokens a row). ``--gpus`` may be given several times: each set is measured at each K. With it,
+``--bare-ks 1,2,4`` first measures the baseline in the same call: K bench/bare_train.py Unsloth processes
+started at once on the first GPU, no orchestrator, through the same steady window.
 
 Two kinds of figure per run. Over the whole run, from the first trial's start to the last one's end
 (what a user waits for, the workers' one-off start-up included): aggregate tokens/s and trials per
@@ -54,6 +56,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="full rounds of K trials per GPU at each K (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="folder for the runs (default bench-runs)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    parser.add_argument("--bare-ks", default="", help="with --fixture-8b: first run K bare Unsloth processes at once "
+                        "on the first GPU of --gpus for each K here (e.g. 1,2,4), the baseline, in the same call")
     args = parser.parse_args()
 
     if (args.study is None) == (args.fixture_8b is None):
@@ -64,7 +68,15 @@ def main() -> int:
         from gpu_fixtures import study_8b
 
         study = str(study_8b(args.fixture_8b, "parallel-8b", args.steps, 1))
+    elif args.bare_ks:
+        parser.error("--bare-ks needs --fixture-8b")
     rows = []
+    for k in (int(k) for k in args.bare_ks.split(",") if k.strip()):
+        from gpu_fixtures import fixture_8b
+
+        model, data = fixture_8b(args.fixture_8b, args.steps)
+        rows.append(bare(k, (args.gpus or ["0"])[0].split(",")[0], model, data, args.steps, args.out))
+        print(json.dumps(rows[-1]), flush=True)
     for gpu_set in args.gpus or ["0"]:
         gpus = [g for g in gpu_set.split(",") if g.strip()]
         for k in (int(k) for k in args.ks.split(",")):
@@ -134,25 +146,67 @@ def steady(complete: list, slots: int) -> dict:
         events = Path(t.user_attrs["trial_dir"]) / "events.jsonl"
         found = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
         steps[t.number] = [(e["time"], e["step"]) for e in found if e["event"] == "progress"]
-    first_round = sorted(complete, key=lambda t: t.datetime_start)[:slots]
-    if any(not steps[t.number] for t in first_round):
+    first_round = [t.number for t in sorted(complete, key=lambda t: t.datetime_start)[:slots]]
+    per_step = {t.number: (t.user_attrs.get("train_tokens") or 0)
+                / max(1, t.user_attrs.get("steps") or (steps[t.number] or [(0, 1)])[-1][1]) for t in complete}
+    window = window_tokens_per_second(steps, per_step, first_round)
+    if not window:
         return {}
-    t0 = max(steps[t.number][0][0] for t in first_round)
-    t1 = min(steps[t.number][-1][0] for t in first_round)
-    tokens = 0.0
-    for t in complete:
-        per_step = (t.user_attrs.get("train_tokens") or 0) / max(1, t.user_attrs.get("steps") or steps[t.number][-1][1])
-        inside = [step for when, step in steps[t.number] if t0 <= when <= t1]
-        if len(inside) > 1:
-            tokens += (inside[-1] - inside[0]) * per_step
-    first = {t.number for t in first_round}
-    later = [t for t in complete if t.number not in first]
+    later = [t for t in complete if t.number not in first_round]
     cycle = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in later) if later else None
-    return {
-        "steady_window_seconds": round(t1 - t0, 1),
-        "steady_tokens_per_second": round(tokens / (t1 - t0), 1) if t1 - t0 > 5 else None,
-        "steady_trials_per_hour": round(slots * 3600 / cycle, 2) if cycle else None,
-    }
+    return {**window, "steady_trials_per_hour": round(slots * 3600 / cycle, 2) if cycle else None}
+
+
+def window_tokens_per_second(steps: dict, per_step: dict, first_round: list) -> dict:
+    """Tokens/s of all runs' optimizer steps (``steps``: run -> [(time, step)]; ``per_step``: run -> tokens a
+    step) inside the window where every run of ``first_round`` trains: from the last of them to reach its
+    first step to the first of them to take its last."""
+    if any(not steps[run] for run in first_round):
+        return {}
+    t0 = max(steps[run][0][0] for run in first_round)
+    t1 = min(steps[run][-1][0] for run in first_round)
+    tokens = 0.0
+    for run, timeline in steps.items():
+        inside = [step for when, step in timeline if t0 <= when <= t1]
+        if len(inside) > 1:
+            tokens += (inside[-1] - inside[0]) * per_step[run]
+    return {"steady_window_seconds": round(t1 - t0, 1),
+            "steady_tokens_per_second": round(tokens / (t1 - t0), 1) if t1 - t0 > 5 else None}
+
+
+def bare(k: int, gpu: str, model: Path, data: Path, steps: int, out: Path) -> dict:
+    """``k`` bench/bare_train.py Unsloth processes started at once on ``gpu`` (the issue's baseline: plain
+    processes, no orchestrator, torch's default threads), measured with the sweep's steady window."""
+    import os
+
+    run_dir = out / f"bare-k{k}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    started = time.time()
+    for i in range(k):
+        log = run_dir / f"steps-{i}.jsonl"
+        log.unlink(missing_ok=True)
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "UNSLOTH_COMPILE_LOCATION": str(run_dir / f"compiled-{i}")}
+        procs.append((log, subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "bare_train.py"), "unsloth", str(model), str(data), "--steps",
+             str(steps), "--steps-log", str(log), "--output-dir", str(run_dir / f"out-{i}")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=(run_dir / f"stderr-{i}.log").open("w"), text=True)))
+    results = []
+    for _, proc in procs:
+        out_text, _ = proc.communicate()
+        lines = [line for line in out_text.splitlines() if line.startswith("{")]
+        results.append(json.loads(lines[-1]) if lines else {"error": proc.returncode})
+    seconds = round(time.time() - started, 1)
+    steps_of = {i: [(e["time"], e["step"]) for e in map(json.loads, log.read_text().splitlines())] if log.exists() else []
+                for i, (log, _) in enumerate(procs)}
+    per_step = {i: 8 * (r.get("tokens_per_row") or 0) for i, r in enumerate(results)}
+    ok = [r for r in results if "tokens_per_second" in r]
+    return {"gpus": f"bare {gpu}", "k": k, "exit_code": max(p.returncode for _, p in procs), "seconds": seconds,
+            "complete": len(ok), "failed": k - len(ok),
+            "mean_trial_tokens_per_second": round(statistics.mean(r["tokens_per_second"] for r in ok), 1) if ok else None,
+            "max_peak_memory_mb": max((r["peak_gib"] * 1024 for r in ok), default=0),
+            "first_step_s": [r.get("first_step_s") for r in ok],
+            **window_tokens_per_second(steps_of, per_step, list(steps_of))}
 
 
 def print_table(rows: list[dict]) -> None:
