@@ -52,7 +52,7 @@ def main() -> int:
                         help="instead of --study: the random-weight 8B model and synthetic chat, built under DIR")
     parser.add_argument("--steps", type=int, default=30, help="with --fixture-8b: optimizer steps per trial")
     parser.add_argument("--gpus", action="append", help="GPU indices, as for `sweep run --gpus` (default 0); repeatable")
-    parser.add_argument("--ks", default="1,2,4", help="trials per GPU to compare (default 1,2,4)")
+    parser.add_argument("--ks", default="1,2,4", help="trials per GPU to compare (default 1,2,4; empty: none)")
     parser.add_argument("--rounds", type=int, default=2, help="full rounds of K trials per GPU at each K (default 2)")
     parser.add_argument("--out", type=Path, default=Path("bench-runs"), help="folder for the runs (default bench-runs)")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
@@ -79,7 +79,7 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     for gpu_set in args.gpus or ["0"]:
         gpus = [g for g in gpu_set.split(",") if g.strip()]
-        for k in (int(k) for k in args.ks.split(",")):
+        for k in (int(k) for k in args.ks.split(",") if k.strip()):
             tag = f"g{len(gpus)}-k{k}"
             study_file = write_study(study, args.out, tag, k * len(gpus) * args.rounds)
             started = time.time()
