@@ -86,10 +86,9 @@ def fixture_8b(work: Path, steps: int) -> tuple[Path, Path]:
     return model, data
 
 
-def study_8b(work: Path, name: str, steps: int, n_trials: int) -> Path:
-    """A study of ``n_trials`` QLoRA trials (r=16, batch 8, adamw_8bit, linear schedule; ``ENQUEUE`` first)
-    on :func:`fixture_8b` under ``work``."""
-    model, data = fixture_8b(work, steps)
+def study_8b(work: Path, name: str, steps: int, n_trials: int, model: Path, data: Path) -> Path:
+    """A study file under ``work`` of ``n_trials`` QLoRA trials (r=16, batch 8, adamw_8bit, linear schedule;
+    ``ENQUEUE`` first) on the ``model`` and ``data`` that :func:`fixture_8b` made."""
     path = work / f"{name}.yaml"
     path.write_text(STUDY_8B.format(name=name, model=model, data=data, eval=data.with_name("eval.jsonl"), steps=steps,
                                     n_trials=n_trials, enqueue=json.dumps(ENQUEUE)))

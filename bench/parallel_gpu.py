@@ -65,16 +65,14 @@ def main() -> int:
     study = args.study
     if args.fixture_8b is not None:
         sys.path.insert(0, str(ROOT / "bench"))
-        from gpu_fixtures import study_8b
+        from gpu_fixtures import fixture_8b, study_8b
 
-        study = str(study_8b(args.fixture_8b, "parallel-8b", args.steps, 1))
+        model, data = fixture_8b(args.fixture_8b, args.steps)
+        study = str(study_8b(args.fixture_8b, "parallel-8b", args.steps, 1, model, data))
     elif args.bare_ks:
         parser.error("--bare-ks needs --fixture-8b")
     rows = []
     for k in (int(k) for k in args.bare_ks.split(",") if k.strip()):
-        from gpu_fixtures import fixture_8b
-
-        model, data = fixture_8b(args.fixture_8b, args.steps)
         rows.append(bare(k, (args.gpus or ["0"])[0].split(",")[0], model, data, args.steps, args.out))
         print(json.dumps(rows[-1]), flush=True)
     for gpu_set in args.gpus or ["0"]:

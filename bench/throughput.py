@@ -23,9 +23,9 @@ from pathlib import Path
 from gpu_fixtures import ROOT, fixture_8b, sh, study_8b
 
 
-def sweep_rows(work: Path, steps: int, n_trials: int) -> list[dict]:
-    """Run a study of ``n_trials`` identical trials; one row per trial from its events and the study."""
-    study = study_8b(work, "bench-sweep", steps, n_trials)
+def sweep_rows(work: Path, model: Path, data: Path, steps: int, n_trials: int) -> list[dict]:
+    """Run a study of ``n_trials`` trials (``ENQUEUE``d first); one row per trial from its events and the study."""
+    study = study_8b(work, "bench-sweep", steps, n_trials, model, data)
     runs = work / "runs"
     done = sh(sys.executable, "-m", "sweep", "run", "--study", str(study), "--runs-dir", str(runs), timeout=1200)
     print(done.stdout[-2000:], done.stderr[-2000:], flush=True)
@@ -60,7 +60,7 @@ def main() -> int:
     rows = []
     for run in args.runs.split(","):
         if run == "sweep":
-            rows += sweep_rows(args.workdir, args.steps, args.sweep_trials)
+            rows += sweep_rows(args.workdir, model, data, args.steps, args.sweep_trials)
             continue
         done = sh(sys.executable, str(ROOT / "bench" / "bare_train.py"), run.removeprefix("bare-"), str(model), str(data),
                   "--steps", str(args.steps), timeout=900)
