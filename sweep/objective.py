@@ -32,6 +32,7 @@ from sweep.progress import ProgressView
 from sweep.repeats import earlier_trial, repeat_outcome
 from sweep.retries import RETRY_OF
 from sweep.study_file import Study
+from sweep.study_versions import Identity
 from sweep.trainer_process import TrainerProcess
 from sweep.trial_artifacts import artifact_store, attach_trial_files
 from sweep.warm_trainers import WarmTrainerPool
@@ -57,8 +58,9 @@ class Objective:
     """Callable for the trial loop; thread-safe, each running trial holds a lease from ``pool``."""
 
     def __init__(self, study: Study, folder: Path, progress: ProgressView, pool: SlotPool,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, identity: Identity) -> None:
         self.study = study
+        self.identity = identity
         self.folder = folder
         self.progress = progress
         self.pool = pool
@@ -86,7 +88,7 @@ class Objective:
     def trial_dir(self, trial: optuna.Trial) -> Path:
         """The trial's folder; a retry of an interrupted trial reuses the original's, to resume its checkpoint."""
         number = trial.user_attrs.get(RETRY_OF, trial.number)
-        path = self.folder / "trials" / f"{number:05d}"
+        path = self.folder / "trials" / f"{self.identity.trial_prefix}{number:05d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -99,7 +101,8 @@ class Objective:
             training=TrainingSpec(**c.training.model_dump(), learning_rate=values["learning_rate"],
                                   num_train_epochs=values["num_train_epochs"]),
             samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
-            cache_dir=str(self.folder / "cache"),
+            cache_dir=str(self.folder / "cache"), study_uid=self.identity.uid,
+            keep_checkpoints=c.execution.keep_checkpoints,
         )
 
     def _run_placed(self, trial: optuna.Trial, spec: TrialSpec) -> float:

@@ -21,18 +21,21 @@ from sweep.gpu_slots import SlotPool
 from sweep.gpus import plan_capacity
 from sweep.memory_estimate import estimate_trial_gib
 from sweep.objective import Objective
+from sweep.optuna_internals import storage_of
+from sweep.optuna_internals import study_id as study_id_of
 from sweep.preflight import check_data
 from sweep.progress import ProgressView
 from sweep.pruners import build_pruner
 from sweep.samplers import build_sampler
-from sweep.storage import open_study, study_dir
+from sweep.storage import default_storage_url, open_study, study_dir
 from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
 from sweep.study_runs import storage_url
+from sweep.study_versions import RUNS_STARTED, identity, latest, settle, version_uids
 from sweep.trainer_process import cpu_threads_env
+from sweep.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
 from sweep.trial_loop import FINISHED, TrialLoop
 
-RUNS_STARTED = "sweep:runs_started"  # study system attr: how many runs (workers) have joined the study
 # heartbeats and TPE's `group` are stable in use; Optuna still labels them experimental
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
 # the trial loop records heartbeats itself (Optuna assumes only study.optimize does)
@@ -48,12 +51,22 @@ def run_study(args) -> int:
     os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
-    optuna_study = open_study(url, study.name, pruner=build_pruner(search.pruner), create=True,
-                              heartbeat=(execution.heartbeat_seconds, execution.stale_after_seconds))
-    print(f"study {study.name}: storage {url}", flush=True)
-    print(f"trial folders: {folder / 'trials'}", flush=True)
+    if args.fresh:
+        aside = start_over(folder, url, study.name, default_storage_url(args.runs_dir, study.name))
+        if aside is not None:
+            print(f"moved the earlier runs of {study.name} aside to {aside}", flush=True)
+    if not study_exists(url, study.name):  # every trial folder there is another study's
+        refuse_foreign(study.path, study.name, folder, trial_folders(folder), url)
+    pruner, heartbeat = build_pruner(search.pruner), (execution.heartbeat_seconds, execution.stale_after_seconds)
+    optuna_study = open_study(url, study.name, pruner=pruner, create=True, heartbeat=heartbeat)
     gate = StudyGate(optuna_study, url, folder)
     with gate:
+        name = latest(storage_of(optuna_study), study.name)
+        if name != study.name:
+            optuna_study = open_study(url, name, pruner=pruner, create=False, heartbeat=heartbeat)
+        optuna_study = settle(optuna_study, study, pruner)
+        ident = identity(optuna_study)
+        _check_trial_folders(optuna_study, study, folder, url)
         run_index = _join(optuna_study)
         _record_study_file(optuna_study, study, folder)
         for entry in search.enqueue:
@@ -66,10 +79,12 @@ def run_study(args) -> int:
         print(f"study {study.name} already has {finished} finished trials (n_trials: {search.n_trials}); nothing to do")
         return 0
     counts = {s.name: _count(optuna_study, (s,)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    print(f"study {optuna_study.study_name}: storage {url}", flush=True)
+    print(f"trial folders: {folder / 'trials'}", flush=True)
     stopping = threading.Event()
     with ProgressView(study.name, search.n_trials, counts, _best_value(optuna_study)) as progress:
         pool = SlotPool(capacity, stopping)
-        objective = Objective(study, folder, progress, pool, stopping)
+        objective = Objective(study, folder, progress, pool, stopping, ident)
         loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
@@ -97,9 +112,23 @@ def run_study(args) -> int:
     return 0
 
 
+def _check_trial_folders(optuna_study, study: Study, folder, url: str) -> None:
+    """Refuse trial folders that belong to no version of this study (a replaced database); call inside the gate."""
+    folders = trial_folders(folder)
+    if not folders:
+        return
+    storage = storage_of(optuna_study)
+    known = {t.user_attrs.get("trial_dir") for t in optuna_study.get_trials(deepcopy=False)}
+    if optuna_study.study_name != study.name:  # folders made before study ids are the first version's
+        known |= {t.user_attrs.get("trial_dir") for t in storage.get_all_trials(storage.get_study_id_from_name(study.name),
+                                                                                  deepcopy=False)}
+    refuse_foreign(study.path, study.name, folder, foreign_folders(folders, version_uids(storage, study.name), known),
+                   url)
+
+
 def _join(optuna_study) -> int:
     """This run's index among all runs of the study (0 for the first); call inside the gate."""
-    storage, study_id = optuna_study._storage, optuna_study._study_id
+    storage, study_id = storage_of(optuna_study), study_id_of(optuna_study)
     index = storage.get_study_system_attrs(study_id).get(RUNS_STARTED, 0)
     storage.set_study_system_attr(study_id, RUNS_STARTED, index + 1)
     return index

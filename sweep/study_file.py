@@ -91,6 +91,9 @@ class ExecutionConfig(Strict):
     worker_max_leak_mb: float = Field(
         4096.0, ge=0, description="A warm worker is replaced when more GPU memory than this stays allocated."
     )
+    keep_checkpoints: bool = Field(
+        False, description="Keep a finished trial's checkpoints (by default only its adapter stays)."
+    )
     stale_after_seconds: int = Field(
         30, ge=1, description="A running trial without a heartbeat for this long is failed as stale and retried."
     )

@@ -14,8 +14,14 @@ def storage_url(args, study: Study) -> str:
 
 def open_existing(args):
     """(study file, optuna study) for read-only commands; a study never run is a UserError."""
+    from sweep.optuna_internals import storage_of  # optuna: only once a command runs
+    from sweep.study_versions import latest
+
     study = load_study(args.study)
-    return study, open_study(storage_url(args, study), study.name, create=False)
+    url = storage_url(args, study)
+    optuna_study = open_study(url, study.name, create=False)
+    name = latest(storage_of(optuna_study), study.name)
+    return study, optuna_study if name == study.name else open_study(url, name, create=False)
 
 
 def add_study_arguments(parser) -> None:

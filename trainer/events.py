@@ -49,6 +49,7 @@ class Setup(_Event):
     train_rows: int
     eval_rows: int
     resumed_from_step: int = 0
+    resume_note: str | None = None  # why a checkpoint in the folder was not resumed
     notes: list[str] = Field(default_factory=list)
 
 

@@ -13,12 +13,12 @@ import time
 import traceback
 from pathlib import Path
 
-from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Started
+from trainer import checkpoints
+from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.spec import TrialSpec
+from trainer.trial_folder import ADAPTER_DIR, ADAPTER_SPEC_FILE, CHECKPOINT_DIR, EVENTS_FILE
 
 EXIT_CODES = {"ok": 0, "stopped": 0, "error": 1, "bad_input": 2, "oom": 3}
-ADAPTER_DIR = "adapter"
-CHECKPOINT_DIR = "checkpoints"
 FOLDER_WAIT_SECONDS = 60  # a killed previous trainer of this folder is gone well within this
 
 
@@ -103,16 +103,18 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
         model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         callbacks=[callback, *fault_callbacks(config.per_device_train_batch_size, spec.trial_number)],
     )
-    checkpoint = last_checkpoint(spec, config.per_device_train_batch_size) if spec.resume else None
-    resumed = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    start = checkpoints.resume_point(spec)
+    checkpoints.claim(spec)
+    resumed = start.step
     notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}", f"base={'kept' if reused else 'loaded'}",
              f"threads={_torch_threads()}"]
     events.emit(Setup(backend=backend, device=device, total_steps=_total_steps(trainer, config), train_rows=len(train_ds),
-                      eval_rows=len(eval_ds), resumed_from_step=resumed, notes=notes))
+                      eval_rows=len(eval_ds), resumed_from_step=resumed, resume_note=start.note,
+                      notes=notes))
     _phase(events, "trainer", phase)
 
     train_started = time.time()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    output = trainer.train(resume_from_checkpoint=start.path)
     train_seconds = time.time() - train_started
     step = trainer.state.global_step
     base = {"steps": step, "train_seconds": train_seconds, "backend": backend,
@@ -133,6 +135,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
             resident.keep(trainer.model)
         else:
             resident.drop()
+    checkpoints.drop(spec)  # finished (ok or pruned): nothing will resume them
     return result
 
 
@@ -274,31 +277,6 @@ def _mean_tokens(dataset) -> float:
     return sum(len(ids) for ids in dataset["input_ids"]) / max(1, len(dataset))
 
 
-def last_checkpoint(spec: TrialSpec, micro_batch: int) -> str | None:
-    """The newest complete checkpoint of this trial's configuration, or None to start over.
-
-    The Trainer writes a checkpoint in place and its ``trainer_state.json`` last, so a process
-    killed while saving leaves a newer, incomplete folder: those are skipped and removed. A
-    checkpoint made with another micro-batch (before an out-of-memory retry halved it) is not
-    this run's history: training starts over.
-    """
-    import json
-    import re
-
-    folder = spec.out / CHECKPOINT_DIR
-    found = [p for p in folder.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    for candidate in sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
-        try:
-            state = json.loads((candidate / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            shutil.rmtree(candidate, ignore_errors=True)
-            continue
-        if state.get("train_batch_size") != micro_batch:
-            return None
-        return str(candidate)
-    return None
-
-
 def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:
     """Write the PEFT adapter, tokenizer and spec under a temporary name, then rename it into place."""
     final = spec.out / ADAPTER_DIR
@@ -306,7 +284,7 @@ def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(str(partial))
     tokenizer.save_pretrained(str(partial))
-    spec.write(partial / "trial_spec.json")
+    spec.write(partial / ADAPTER_SPEC_FILE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final.resolve()

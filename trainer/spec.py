@@ -141,6 +141,8 @@ class TrialSpec(Strict):
     )
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir if there is one.")
     cache_dir: str | None = Field(None, description="Per-study cache of tokenised datasets (none: no cache).")
+    study_uid: str | None = Field(None, description="Id of the study (version): only its trials resume its checkpoints.")
+    keep_checkpoints: bool = Field(False, description="Keep the checkpoints of a finished trial (default: drop them).")
 
     @property
     def out(self) -> Path:

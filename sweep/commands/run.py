@@ -3,7 +3,8 @@
 Running the same command again resumes: finished trials count towards ``n_trials``, trials left
 RUNNING by a killed orchestrator are failed as stale once their heartbeat is older than
 ``execution.stale_after_seconds`` and retried, and trials interrupted by Ctrl-C are retried; a retry
-resumes from the trial's last checkpoint. Several workers (processes, hosts) may run the same
+resumes from the trial's last checkpoint. An edited study file is compared with the one the study
+recorded: see sweep.study_versions. Several workers (processes, hosts) may run the same
 study at once through one storage; see docs/parallel.md.
 """
 
@@ -20,6 +21,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--trials-per-gpu", default="1", metavar="K",
                         help="trials running at once on each GPU: a number, or 'auto' to fit as many as an "
                              "estimate of a trial's memory allows in each GPU's free memory (default 1)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start the study over: move its runs folder (RUNS_DIR/NAME, with its SQLite database) "
+                             "aside to RUNS_DIR/NAME.old-DATE first")
     parser.set_defaults(func=main)
 
 

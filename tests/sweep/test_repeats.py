@@ -14,6 +14,7 @@ from sweep.gpu_slots import SlotPool
 from sweep.objective import Objective
 from sweep.progress import ProgressView
 from sweep.study_file import load_study
+from sweep.study_versions import Identity
 from tests.sweep.test_study_files import BASE, write
 
 SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "r": CategoricalDistribution([4, 8])}
@@ -24,7 +25,7 @@ def run_one_trial(study, optuna_study, runs: Path) -> io.StringIO:
     out = io.StringIO()
     with ProgressView("s", 2, {}, None, console=Console(file=out)) as progress:
         stopping = threading.Event()
-        objective = Objective(study, runs, progress, SlotPool({None: 1}, stopping), stopping)
+        objective = Objective(study, runs, progress, SlotPool({None: 1}, stopping), stopping, Identity("test", 1))
         optuna_study.optimize(objective, n_trials=1)
     return out
 
