@@ -7,20 +7,26 @@ and the study ends with exactly ``n_trials`` complete trials whose adapters load
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
+import sys
+from pathlib import Path
 
 from optuna.trial import TrialState
 
 from tests.sweep.live_study import (
+    ROOT,
     assert_adapters_load,
     assert_study_finished_exactly,
     checkpoint_saved,
+    events,
     kill,
     load_trials,
     run_sweep,
     sqlite_url,
     start_sweep,
+    sweep_env,
     trainer_pids,
     wait_for,
     write_study,
@@ -89,3 +95,16 @@ def test_orchestrator_killed_at_random_moments_resumes_to_the_exact_total(tmp_pa
         assert [step for step, _ in trial.user_attrs["eval_losses"]] == EVAL_STEPS, trial.number
     assert not trainer_pids(runs)
     assert_adapters_load(complete)
+    for trial in complete:  # a trial resumed after kills equals the same spec trained once from scratch
+        assert retrained_eval_loss(trial, runs.parent / f"again-{trial.number}") == trial.value, trial.number
+
+
+def retrained_eval_loss(trial, folder) -> float:
+    """Train ``trial``'s spec again, from scratch, in a fresh folder; returns its final eval loss."""
+    spec = json.loads((Path(trial.user_attrs["trial_dir"]) / "spec.json").read_text())
+    folder.mkdir()
+    (folder / "spec.json").write_text(json.dumps({**spec, "output_dir": str(folder)}))
+    done = subprocess.run([sys.executable, "-m", "trainer", str(folder / "spec.json")], cwd=ROOT, env=sweep_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return events(folder)[-1]["eval_loss"]
