@@ -99,7 +99,7 @@ class Objective:
             training=TrainingSpec(**c.training.model_dump(), learning_rate=values["learning_rate"],
                                   num_train_epochs=values["num_train_epochs"]),
             samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
-            cache_dir=str(self.folder / "cache"),
+            cache_dir=str(self.folder / "cache"), study_dir=str(self.folder),
         )
 
     def _run_placed(self, trial: optuna.Trial, spec: TrialSpec) -> float:

@@ -29,6 +29,7 @@ from sweep.storage import open_study, study_dir
 from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
 from sweep.study_runs import storage_url
+from sweep.trackers import check_trackers
 from sweep.trainer_process import cpu_threads_env
 from sweep.trial_loop import FINISHED, TrialLoop
 
@@ -43,6 +44,7 @@ def run_study(args) -> int:
     """Run the study named by ``args.study``; returns the exit code."""
     study = load_study(args.study)
     check_data(study)
+    check_trackers(study)
     execution, search = study.config.execution, study.config.search
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
     os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
