@@ -36,7 +36,7 @@ from sweep.study_versions import Identity
 from sweep.trainer_process import TrainerProcess
 from sweep.trial_artifacts import artifact_store, attach_trial_files
 from sweep.warm_trainers import WarmTrainerPool
-from trainer.events import Evaluation, Progress, Result, Setup
+from trainer.events import Evaluation, Phase, Progress, Result, Setup
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
 
 POLL_SECONDS = 0.2
@@ -83,7 +83,11 @@ class Objective:
         trial_dir = self.trial_dir(trial)
         trial.set_user_attr("trial_dir", str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)
-        return self._run_placed(trial, spec)
+        try:
+            return self._run_placed(trial, spec)
+        except Interrupted:
+            self.progress.trial_interrupted(trial.number)
+            raise
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         """The trial's folder; a retry of an interrupted trial reuses the original's, to resume its checkpoint."""
@@ -101,7 +105,7 @@ class Objective:
             training=TrainingSpec(**c.training.model_dump(), learning_rate=values["learning_rate"],
                                   num_train_epochs=values["num_train_epochs"]),
             samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
-            cache_dir=str(self.folder / "cache"), study_uid=self.identity.uid,
+            cache_dir=str(self.folder / "cache"), study_dir=str(self.folder), study_uid=self.identity.uid,
             keep_checkpoints=c.execution.keep_checkpoints,
         )
 
@@ -177,8 +181,10 @@ class Objective:
                     trial.set_user_attr("device", event.device)
                     trial.set_user_attr("resumed_from_step", event.resumed_from_step)
                     self.progress.trial_step(trial.number, 0, event.total_steps)
+                elif isinstance(event, Phase):
+                    self.progress.trial_phase(trial.number, event.name)
                 elif isinstance(event, Progress):
-                    self.progress.trial_step(trial.number, event.step, event.total_steps)
+                    self.progress.trial_step(trial.number, event.step, event.total_steps, event.loss)
                 elif isinstance(event, Evaluation):
                     if reporter.evaluated(event.step, event.eval_loss, event.point):
                         process.request_stop()

@@ -32,6 +32,8 @@ from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
 from sweep.study_runs import storage_url
 from sweep.study_versions import RUNS_STARTED, identity, latest, settle, version_uids
+from sweep.time_budget import time_budget
+from sweep.trackers import check_trackers
 from sweep.trainer_process import cpu_threads_env
 from sweep.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
 from sweep.trial_loop import FINISHED, TrialLoop
@@ -46,6 +48,7 @@ def run_study(args) -> int:
     """Run the study named by ``args.study``; returns the exit code."""
     study = load_study(args.study)
     check_data(study)
+    check_trackers(study)
     execution, search = study.config.execution, study.config.search
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
     os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
@@ -75,8 +78,15 @@ def run_study(args) -> int:
     optuna_study.sampler = build_sampler(search.sampler.model_copy(update={"seed": search.sampler.seed + run_index}),
                                          search.params)
     finished = _count(optuna_study, FINISHED)
+    if args.n_trials is not None:  # --n-trials: this run's total instead of the file's (see sweep.commands.run)
+        count, more = args.n_trials
+        search.n_trials = finished + count if more else count
     if finished >= search.n_trials:
         print(f"study {study.name} already has {finished} finished trials (n_trials: {search.n_trials}); nothing to do")
+        return 0
+    budget = time_budget(optuna_study, search.timeout_hours)
+    if budget.spent():
+        print(f"study {study.name}: {budget.describe()}; nothing to do (raise it to go on)")
         return 0
     counts = {s.name: _count(optuna_study, (s,)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     print(f"study {optuna_study.study_name}: storage {url}", flush=True)
@@ -88,7 +98,7 @@ def run_study(args) -> int:
         loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
-                         max_consecutive_failures=execution.max_consecutive_failures)
+                         max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
         if objective.warm is not None:
             for device, k in capacity.items():
                 for _ in range(min(k, search.n_trials - finished)):

@@ -30,6 +30,10 @@ class SearchConfig(Strict):
     """What to search and how."""
 
     n_trials: int = Field(ge=1, description="Finished trials (complete or pruned) the study aims for, in total.")
+    timeout_hours: float | None = Field(
+        None, gt=0, description="No new trial starts once the study has run this long, summed over its runs; "
+                                "running trials finish."
+    )
     direction: Literal["minimize"] = Field("minimize", description="The objective, eval loss, is minimised.")
     metric: Literal["eval_loss"] = Field("eval_loss", description="The objective: final eval loss.")
     params: SearchSpace = Field(default_factory=SearchSpace, description="The five hyperparameters.")

@@ -8,7 +8,7 @@ The study also records its resolved study file (user attribute ``config``). A ru
 compares the two key by key and names each change:
 
 - changes that leave the finished trials meaningful go on: ``n_trials``, sampler, pruner, enqueue,
-  samples, execution limits;
+  samples, execution limits, trackers (``training.report_to``, ``logging_steps``);
 - a changed search space (a wider range, an added choice...) cannot always go on in the same Optuna
   study (its categorical distributions are fixed once used), so the sweep continues in a new
   version of the study, ``NAME@v2``, that starts from a copy of the old version's finished trials
@@ -40,6 +40,7 @@ NEXT_VERSION = "sweep:next_version"
 RUNS_STARTED = "sweep:runs_started"  # how many runs (workers) have joined the study
 COPIED_FROM = "copied_from"  # user attr of a trial copied into a new version: "NAME#NUMBER"
 INCOMPARABLE = ("model.", "data.", "lora.", "training.", "execution.backend")
+REPORTING_ONLY = ("training.report_to", "training.logging_steps")  # change what is reported, not what is trained
 IGNORED = ("description",)
 
 
@@ -129,7 +130,7 @@ def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optun
     if recorded_file and recorded_file != str(study.path):
         raise UserError(f"{study.path}: name: {study.name!r} is already the study of {recorded_file}, with other "
                         f"settings ({keys}); give this file another name: or run that one")
-    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE)]
+    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE) and not c.key.startswith(REPORTING_ONLY)]
     if incomparable:
         raise UserError(f"{study.path}: {'; '.join(map(str, incomparable))}: changed since the study's trials ran, "
                         "which would make them incomparable with new ones; start over with `python -m sweep run "

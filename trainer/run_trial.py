@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from trainer import checkpoints
+from trainer import checkpoints, tracking
 from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_DIR, ADAPTER_SPEC_FILE, CHECKPOINT_DIR, EVENTS_FILE
@@ -52,6 +52,7 @@ def main(spec_path: Path, started: float | None = None, before_result=None, resi
             result = _failure(error)
             if resident is not None:
                 resident.drop()
+        tracking.finish(result.status)
         if before_result is not None:
             result = before_result(result)
         events.emit(result)
@@ -95,6 +96,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     model = attach_lora(backend, model, spec.lora, spec.training.seed, quantized, device)
     phase = _phase(events, "lora", phase)
 
+    tracking.start(spec)
     config = sft_config(spec, device)
     tokens_per_step = _mean_tokens(train_ds) * config.per_device_train_batch_size * config.gradient_accumulation_steps
     eval_points = None if spec.training.eval_steps else spec.training.eval_points
@@ -261,7 +263,8 @@ def sft_config(spec: TrialSpec, device: str):
         save_strategy="steps" if t.eval_steps else "no", save_steps=t.eval_steps,
         save_total_limit=1, logging_steps=t.logging_steps, seed=t.seed, data_seed=t.seed,
         bf16=dtype == "bfloat16", fp16=dtype == "float16", gradient_checkpointing=False,
-        max_length=spec.model.max_seq_length, packing=t.packing, report_to="none", disable_tqdm=True,
+        max_length=spec.model.max_seq_length, packing=t.packing, disable_tqdm=True,
+        report_to=list(t.report_to) or "none", run_name=tracking.run_name(spec),
         dataloader_num_workers=0, use_cpu=device == "cpu",
     )
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# transformers' names of its experiment-tracker integrations (``report_to``); a test keeps them in step
+TRACKERS = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
+            "neptune", "swanlab", "tensorboard", "trackio", "wandb")
 
 
 class Strict(BaseModel):
@@ -107,6 +110,20 @@ class TrainingFixed(Strict):
     max_steps: int | None = Field(None, ge=1, description="Stop after N steps (overrides epochs).")
     packing: bool = Field(False, description="Pack several rows into one sequence.")
     seed: int = Field(3407, description="Seed of the trainer and of LoRA's initialisation.")
+    report_to: list[Literal[TRACKERS]] = Field(
+        default_factory=list, description="Experiment trackers, as transformers names them (tensorboard, mlflow, "
+                                          "wandb, ...): one run per trial, named STUDY/trial-N. 'none' or []: none."
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        # transformers takes a name or a list; "all" is not taken: a sweep's trackers are named, not whatever is installed
+        if value is None or value == "none":
+            return []
+        if isinstance(value, str):
+            return [value]
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
 
 class TrainingSpec(TrainingFixed):
@@ -143,6 +160,9 @@ class TrialSpec(Strict):
     cache_dir: str | None = Field(None, description="Per-study cache of tokenised datasets (none: no cache).")
     study_uid: str | None = Field(None, description="Id of the study (version): only its trials resume its checkpoints.")
     keep_checkpoints: bool = Field(False, description="Keep the checkpoints of a finished trial (default: drop them).")
+    study_dir: str | None = Field(
+        None, description="The study's folder (runs/NAME): trackers keep their local files under it (default: output_dir)."
+    )
 
     @property
     def out(self) -> Path:
