@@ -8,7 +8,6 @@ cannot be bound is a one-line error.
 
 from __future__ import annotations
 
-import signal
 import socketserver
 import sys
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -34,17 +33,6 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM stop the server cleanly, also where SIGINT came ignored (a job started with ``&``
-    by a shell without job control, where Python installs no KeyboardInterrupt handler)."""
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-
-
 def serve_dashboard(args, host: str, port: int) -> int:
     """Serve the dashboard of ``args.study`` on ``host:port`` until Ctrl-C; returns the exit code."""
     import optuna_dashboard
@@ -60,10 +48,9 @@ def serve_dashboard(args, host: str, port: int) -> int:
                         "choose another port with --port") from None
     print(f"optuna-dashboard for study {study.name}: http://{host}:{port}/dashboard/studies/{study_id}"
           " (Ctrl-C to stop)", flush=True)
-    _stop_on_signals()
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, also where SIGINT came ignored (see sweep.stop_signals)
         print("dashboard stopped", file=sys.stderr)
     finally:
         server.server_close()

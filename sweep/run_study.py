@@ -9,7 +9,6 @@ PostgreSQL storage): :class:`~sweep.trial_loop.TrialLoop` keeps the total exact 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import warnings
@@ -25,6 +24,7 @@ from sweep.preflight import check_data
 from sweep.progress import ProgressView
 from sweep.pruners import build_pruner
 from sweep.samplers import build_sampler
+from sweep.stop_signals import stopping_with
 from sweep.storage import open_study, study_dir
 from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
@@ -74,17 +74,15 @@ def run_study(args) -> int:
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
                          max_consecutive_failures=execution.max_consecutive_failures)
-        if objective.warm is not None:
-            for device, k in capacity.items():
-                for _ in range(min(k, search.n_trials - finished)):
-                    objective.warm.prewarm(device)
-        restore = _install_signal_handlers(objective)
-        try:
-            loop.run()
-        finally:
-            objective.close()
-            if not stopping.is_set():  # once stopping, a second Ctrl-C must still exit at once, to the end
-                restore()
+        with stopping_with(lambda: _stop(objective)):
+            try:
+                if objective.warm is not None:
+                    for device, k in capacity.items():
+                        for _ in range(min(k, search.n_trials - finished)):
+                            objective.warm.prewarm(device)
+                loop.run()
+            finally:
+                objective.close()
     if stopping.is_set():
         print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
         return 130
@@ -123,21 +121,7 @@ def _record_study_file(optuna_study, study: Study, folder) -> None:
     optuna_study.set_user_attr("config", study.config.model_dump(mode="json"))
 
 
-def _install_signal_handlers(objective: Objective):
-    """First Ctrl-C/SIGTERM: stop the trainers and record their trials as interrupted; second: exit now."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        if objective.stopping.is_set():
-            os._exit(130)  # the trainers notice their parent is gone and end themselves
-        print("\nstopping: ending running trials (Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
-        objective.interrupt()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+def _stop(objective: Objective) -> None:
+    """The first Ctrl-C/SIGTERM: stop the trainers and record their trials as interrupted (see sweep.stop_signals)."""
+    print("\nstopping: ending running trials (Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
+    objective.interrupt()
