@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sweep.errors import UserError
 from sweep.storage import rdb_storage, study_dir
-from sweep.study_runs import open_existing, storage_url
+from sweep.study_runs import open_existing, storage_name, storage_url
 from sweep.trial_artifacts import artifact_store
 
 
@@ -38,7 +38,7 @@ def serve_dashboard(args, host: str, port: int) -> int:
     import optuna_dashboard
 
     study, _ = open_existing(args)  # a study never run is a UserError here, not a 404 in the browser
-    storage = rdb_storage(storage_url(args, study))
+    storage = rdb_storage(storage_url(args, study), label=storage_name(args, study), create_tables=False)
     study_id = storage.get_study_id_from_name(study.name)
     app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(study_dir(args.runs_dir, study.name)))
     try:

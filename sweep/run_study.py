@@ -1,7 +1,8 @@
 """Running (or resuming) a study until it has ``n_trials`` finished trials; see ``sweep.commands.run``.
 
-Every check of the user's input (the study file, its data, ``--gpus``, ``--trials-per-gpu``, the
-storage URL) comes before the study is opened, so a mistake starts nothing. Several workers may
+Every check of the user's input (the study file, its model and data, ``--gpus``, ``--trials-per-gpu``,
+the runs folder, the study database file, the rows against the tokenizer) comes before the study is
+opened, so a mistake creates and changes nothing. Several workers may
 run this on one study at once (threads of one process, processes of one host, hosts sharing a
 PostgreSQL storage): :class:`~sweep.trial_loop.TrialLoop` keeps the total exact between them.
 """
@@ -20,15 +21,16 @@ from sweep.gpu_slots import SlotPool
 from sweep.gpus import plan_capacity
 from sweep.memory_estimate import estimate_trial_gib
 from sweep.objective import Objective
-from sweep.preflight import check_data
+from sweep.preflight import check_data, check_writable
 from sweep.progress import ProgressView
 from sweep.pruners import build_pruner
 from sweep.samplers import build_sampler
 from sweep.stop_signals import stopping_with
-from sweep.storage import open_study, study_dir
+from sweep.storage import check_database_file, open_study, study_dir
 from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
-from sweep.study_runs import storage_url
+from sweep.study_runs import storage_name, storage_url
+from sweep.token_check import check_rows_fit
 from sweep.trainer_process import cpu_threads_env
 from sweep.trial_loop import FINISHED, TrialLoop
 
@@ -45,11 +47,16 @@ def run_study(args) -> int:
     check_data(study)
     execution, search = study.config.execution, study.config.search
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
-    os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
+    check_writable(folder, url, args.runs_dir, storage_given=bool(args.storage))
+    check_database_file(url, storage_name(args, study))
+    record_rows_check = check_rows_fit(study, folder)
+    os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     optuna_study = open_study(url, study.name, pruner=build_pruner(search.pruner), create=True,
-                              heartbeat=(execution.heartbeat_seconds, execution.stale_after_seconds))
+                              heartbeat=(execution.heartbeat_seconds, execution.stale_after_seconds),
+                              label=storage_name(args, study))
+    record_rows_check()
     print(f"study {study.name}: storage {url}", flush=True)
     print(f"trial folders: {folder / 'trials'}", flush=True)
     gate = StudyGate(optuna_study, url, folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.storage import default_storage_url, open_study
+from sweep.storage import default_storage_url, open_study, storage_label
 from sweep.study_file import Study, load_study
 
 
@@ -12,10 +12,15 @@ def storage_url(args, study: Study) -> str:
     return args.storage or default_storage_url(args.runs_dir, study.name)
 
 
+def storage_name(args, study: Study) -> str:
+    """How errors name the study's storage: ``--storage URL`` if given, else its database file."""
+    return storage_label(storage_url(args, study), given=bool(args.storage))
+
+
 def open_existing(args):
     """(study file, optuna study) for read-only commands; a study never run is a UserError."""
     study = load_study(args.study)
-    return study, open_study(storage_url(args, study), study.name, create=False)
+    return study, open_study(storage_url(args, study), study.name, create=False, label=storage_name(args, study))
 
 
 def add_study_arguments(parser) -> None:
