@@ -145,7 +145,8 @@ def check_database_file(url: str, label: str, create: bool = True) -> None:
     path = sqlite_path(url)
     problem = sqlite_problem(path) if path is not None else None
     if problem:
-        again = "move it aside to start the study afresh" if create else "is this the study's database?"
+        again = "move it aside to start the study afresh" if create else \
+            "it is left as it is: restore it, or move it aside and run the study again"
         raise UserError(f"{label}: {problem}; {again}")
 
 
