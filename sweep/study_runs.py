@@ -18,8 +18,12 @@ def storage_name(args, study: Study) -> str:
 
 
 def open_existing(args):
-    """(study file, optuna study) for read-only commands; a study never run is a UserError."""
-    study = load_study(args.study)
+    """(study file, optuna study) for read-only commands; a study never run is a UserError.
+
+    The study file's model and data are not looked for: reading a study needs neither (its
+    database may have been copied to a machine without them).
+    """
+    study = load_study(args.study, resolve_paths=False)
     return study, open_study(storage_url(args, study), study.name, create=False, label=storage_name(args, study))
 
 

@@ -5,6 +5,7 @@ no runs folder, a damaged database left byte for byte as it was."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -193,6 +194,17 @@ def test_best_says_so_when_the_adapter_folder_is_gone(tmp_path):
     assert f"adapter: {gone}  (missing: no adapter there any more; was the runs folder moved or cleaned?)" in done.stdout
     done = sweep("best", "--study", str(study), "--runs-dir", str(tmp_path / "runs"), "--json")
     assert '"adapter_on_disk": false' in done.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "best"])
+def test_reading_a_study_needs_neither_its_model_nor_its_data(tmp_path, command):
+    """A study database copied where its data and model are not: nothing to refuse about them."""
+    study = finished_trial_study(tmp_path, "elsewhere", tmp_path / "adapter")
+    shutil.rmtree(tmp_path / "data")
+    study.write_text(study.read_text().replace(str(ROOT / "studies" / "models" / "tiny-llama"), "org/not-cached"))
+    done = sweep(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
+    assert done.returncode == 0, done.stderr
+    assert "2.5" in done.stdout
 
 
 def test_export_to_a_path_under_a_file(tmp_path):
