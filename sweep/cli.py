@@ -9,7 +9,8 @@ Installed, the same command is ``lora-sweep``. Examples::
     python -m sweep report --study demo           # HTML report: loss curves, importances, samples
     python -m sweep export --study demo --to out/ # the best adapter with a model card (--merge: merged too)
 
-User mistakes print one line each (``error: ...``) and exit 2; ``-v`` shows the traceback.
+User mistakes print one line each (``error: ...``) and exit 2; ``-v`` shows the traceback. Ctrl-C or
+SIGTERM exits 130 (a running study first stops its trainers; see ``sweep.stop_signals``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from sweep import __version__
+from sweep import __version__, stop_signals
 from sweep.commands import best, dashboard, export, report, run, status
 from sweep.errors import UserError
 
@@ -59,12 +60,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit code (2: a user mistake, 130: stopped by Ctrl-C or SIGTERM)."""
+    stop_signals.install()
     try:
-        return args.func(args)
-    except UserError as e:
-        if args.verbose:
-            raise
-        for line in str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            return args.func(args)
+        except UserError as e:
+            if args.verbose:
+                raise
+            for line in str(e).splitlines():
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return stop_signals.EXIT_CODE

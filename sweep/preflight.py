@@ -1,6 +1,11 @@
-"""Checks made before a study is touched: the data files exist, their rows are in one known
-format, and the eval set is not empty. A failure is a :class:`UserError` naming the study file and key.
-Folders saved with ``datasets`` are checked by the trainer (reading them needs ``datasets``).
+"""Checks of the data and the folders made before a study is touched; each failure is a one-line UserError.
+
+The data: JSONL files are read here (UTF-8, one known row format, non-empty train and eval sets); a
+folder must be a dataset saved with ``datasets``, and its rows are read by the check against the
+tokenizer (:mod:`sweep.token_check`, a subprocess that may import ``datasets``). The folders: the
+runs folder and an SQLite database's folder must be writable. Nothing here writes anything;
+:func:`sweep.run_study.run_study` runs these, then :func:`sweep.storage.check_database_file`, then
+the tokenizer check, before it opens the study.
 """
 
 from __future__ import annotations
@@ -8,30 +13,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweep.errors import UserError
+from sweep.storage import sqlite_path
 from sweep.study_file import Study
-from trainer.rows import RowError, check_format, read_jsonl, split_rows
+from sweep.writable import unwritable_reason
+from trainer.rows import RowError, check_saved_dataset, load_data
 
 
 def check_data(study: Study) -> None:
+    """The data sections' files: readable rows of one format, non-empty splits (folders: their files only)."""
     data = study.config.data
+    sources = {key: Path(getattr(data, key)) for key in ("train", "eval") if getattr(data, key) is not None}
     try:
-        fmt = _check_file(study, "train", data.format)
-        if data.eval is not None:
-            _check_file(study, "eval", fmt)
-        elif fmt is not None:
-            train = read_jsonl(Path(data.train))
-            _, evaluation = split_rows(train, data.eval_fraction, data.split_seed)
-            if not evaluation:
-                raise UserError(f"{study.path}: data.eval_fraction: {data.eval_fraction} of {len(train)} rows "
-                                "leaves an empty eval set; use a larger fraction or a separate eval file")
+        for key, path in sources.items():
+            if path.is_dir():
+                try:
+                    check_saved_dataset(path)
+                except RowError as e:
+                    raise RowError(str(e), key=f"data.{key}") from None
+        if not any(path.is_dir() for path in sources.values()):  # reading a folder needs datasets: the trainer side
+            _, _, fmt = load_data(data)
+            if fmt == "text" and data.train_on_responses_only:
+                raise RowError("true needs chat or alpaca rows, the rows are text", key="data.train_on_responses_only")
     except RowError as e:
-        raise UserError(f"{study.path}: data: {e}") from None
-    if fmt == "text" and data.train_on_responses_only:
-        raise UserError(f"{study.path}: data.train_on_responses_only: true needs chat or alpaca rows, the rows are text")
+        raise UserError(f"{study.path}: {e.key}: {e}") from None
 
 
-def _check_file(study: Study, key: str, declared: str) -> str | None:
-    path = Path(getattr(study.config.data, key))
-    if path.is_dir():
-        return None
-    return check_format(read_jsonl(path), f"data.{key} {path}", declared)
+def check_writable(folder: Path, storage_url: str, runs_dir: Path, storage_given: bool) -> None:
+    """The study's runs folder (and an SQLite database's folder) can be made and written."""
+    problem = unwritable_reason(folder)
+    if problem:
+        raise UserError(f"--runs-dir {runs_dir}: {problem}; give a folder the study's runs can be written to")
+    database = sqlite_path(storage_url)
+    problem = unwritable_reason(database.parent) if database is not None and storage_given else None
+    if problem:
+        raise UserError(f"--storage {storage_url}: {problem}; give a database file in a writable folder")
+

@@ -66,6 +66,8 @@ def _failure(error: Exception) -> Result:
     from trainer.rows import RowError
 
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    if isinstance(error, RowError):
+        text = f"{error.key}: {text}"
     if isinstance(error, (BadInput, ModelLoadError, TemplateError, RowError)):
         return Result(status="bad_input", reason=text)
     if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":
@@ -89,7 +91,9 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     load = lambda: load_model(backend, spec.model, device, spec.training.seed)  # noqa: E731
     model, tokenizer, reused = resident.take(base_key, load, device) if resident is not None else (*load(), False)
     phase = _phase(events, "model", phase)
-    train_rows, eval_rows, fmt = load_rows(spec)
+    from trainer.rows import load_data
+
+    train_rows, eval_rows, fmt = load_data(spec.data)
     train_ds, eval_ds = encode(spec, tokenizer, train_rows, eval_rows, fmt)
     phase = _phase(events, "data", phase)
     quantized = load_in_4bit(spec.model, device)
@@ -186,34 +190,6 @@ def _phase(events: EventWriter, name: str, since: float) -> float:
     now = time.time()
     events.emit(Phase(name=name, seconds=now - since))
     return now
-
-
-def load_rows(spec: TrialSpec) -> tuple[list[dict], list[dict], str]:
-    """Train and eval rows and their shared format."""
-    from trainer.rows import check_format, split_rows
-
-    train = read_rows(spec.data.train)
-    fmt = check_format(train, spec.data.train, spec.data.format)
-    if spec.data.eval is not None:
-        evaluation = read_rows(spec.data.eval)
-        check_format(evaluation, spec.data.eval, fmt)
-    else:
-        train, evaluation = split_rows(train, spec.data.eval_fraction, spec.data.split_seed)
-    if not evaluation:
-        raise BadInput(f"data.eval_fraction {spec.data.eval_fraction} of {len(train)} rows leaves no eval rows")
-    return train, evaluation, fmt
-
-
-def read_rows(path: str) -> list[dict]:
-    from trainer.rows import read_jsonl
-
-    if Path(path).is_dir():
-        from datasets import load_from_disk
-
-        return load_from_disk(path).to_list()
-    if not Path(path).is_file():
-        raise BadInput(f"data file {path} does not exist")
-    return read_jsonl(Path(path))
 
 
 def encode(spec: TrialSpec, tokenizer, train_rows, eval_rows, fmt):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from sweep.errors import UserError
+from sweep.model_source import hub_cache_dir
 from sweep.study_file import load_study
 from tests.conftest import DEMO_DATA, STUDIES, TINY_MODEL
 
@@ -160,9 +162,50 @@ def test_model_path_that_does_not_exist(tmp_path):
     assert "model.name_or_path" in line and "'./no-such-model'" in line and "hub id" in line
 
 
-def test_hub_id_is_accepted_without_checking(tmp_path):
+def cache_snapshot(cache: Path, hub_id: str) -> Path:
+    """A Hugging Face hub cache holding ``hub_id`` as ``hf download`` leaves it: models--ORG--NAME/snapshots/REV/."""
+    snapshot = cache / f"models--{hub_id.replace('/', '--')}" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    shutil.copy(TINY_MODEL / "config.json", snapshot / "config.json")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    return snapshot
+
+
+def test_hub_id_in_the_hugging_face_cache_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cache_snapshot(tmp_path / "hub", "AI-Sweden-Models/Llama-3-8B-instruct")
     study = load_study(str(write(tmp_path, BASE.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instruct"))))
     assert study.config.model.name_or_path == "AI-Sweden-Models/Llama-3-8B-instruct"
+
+
+@pytest.mark.parametrize("offline", ["", "1"])
+def test_hub_id_not_in_the_cache_names_the_places_it_looked(tmp_path, monkeypatch, offline):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    cache_snapshot(tmp_path / "hf" / "hub", "AI-Sweden-Models/Llama-3-8B-instruct")
+    (line,) = errors_of(write(tmp_path, BASE.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instrukt")))
+    assert "model.name_or_path: 'AI-Sweden-Models/Llama-3-8B-instrukt' is not allowed" in line
+    assert f"{tmp_path / 'AI-Sweden-Models/Llama-3-8B-instrukt'} does not exist" in line
+    assert f"{tmp_path / 'hf/hub/models--AI-Sweden-Models--Llama-3-8B-instrukt'} has no snapshot" in line
+    assert "hf download AI-Sweden-Models/Llama-3-8B-instrukt" in line
+    assert ("HF_HUB_OFFLINE is set here" if offline else "HF_HUB_OFFLINE=1") in line
+
+
+def test_typo_in_a_relative_model_folder_is_a_path_not_a_hub_id(tmp_path):
+    shutil.copytree(TINY_MODEL, tmp_path / "models" / "tiny-llama")
+    (line,) = errors_of(write(tmp_path, BASE.replace(str(TINY_MODEL), "models/tiny-lama")))
+    assert f"'models/tiny-lama' is not allowed: {tmp_path / 'models/tiny-lama'} does not exist" in line
+    assert "Hugging Face cache" not in line
+
+
+def test_hub_cache_folder_is_found_as_huggingface_hub_finds_it(tmp_path):
+    home = Path.home()
+    assert hub_cache_dir({}) == home / ".cache/huggingface/hub"
+    assert hub_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/huggingface/hub")
+    assert hub_cache_dir({"HF_HOME": "/h", "XDG_CACHE_HOME": "/x"}) == Path("/h/hub")
+    assert hub_cache_dir({"HF_HUB_CACHE": "/c", "HF_HOME": "/h"}) == Path("/c")
 
 
 def test_missing_dataset(tmp_path):
