@@ -141,6 +141,9 @@ class TrialSpec(Strict):
     )
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir if there is one.")
     cache_dir: str | None = Field(None, description="Per-study cache of tokenised datasets (none: no cache).")
+    evaluate_only: bool = Field(
+        False, description="Measure the base model before any training: eval loss, samples and chrF; no adapter."
+    )
 
     @property
     def out(self) -> Path:
