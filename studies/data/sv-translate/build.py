@@ -14,8 +14,8 @@ first translation met, catalogs in file-name order.
 Selection is a stable hash of the msgid (``SALT``), not a shuffle: eval takes the first 300
 pairs in hash order, train the next 3,000, so the rows are a function of the installed catalogs
 alone and a machine with a few more catalogs changes only a few rows. Written to ``--out``:
-``train.jsonl``, ``eval.jsonl``, the CPU-sized prefixes ``train-cpu.jsonl`` (256 rows) and
-``eval-cpu.jsonl`` (32), and ``NOTICE`` naming each source package (``dpkg -S``) and the licence
+``train.jsonl``, ``eval.jsonl``, the CPU-sized prefixes ``train-cpu.jsonl`` (128 rows) and
+``eval-cpu.jsonl`` (16), and ``NOTICE`` naming each source package (``dpkg -S``) and the licence
 of its ``/usr/share/doc/PACKAGE/copyright``. Each row::
 
     {"messages": [{"role": "user", "content": "Översätt till svenska: Archive is too short"},
@@ -41,7 +41,7 @@ from pathlib import Path
 LOCALE_DIR = Path("/usr/share/locale/sv/LC_MESSAGES")
 PROMPT = "Översätt till svenska: "
 SALT = "sv-translate-1"
-N_TRAIN, N_EVAL, N_CPU_TRAIN, N_CPU_EVAL = 3000, 300, 256, 32
+N_TRAIN, N_EVAL, N_CPU_TRAIN, N_CPU_EVAL = 3000, 300, 128, 16
 MIN_CHARS, MAX_CHARS = 12, 140
 MIN_RATIO, MAX_RATIO = 0.5, 2.0
 # format directives, markup, accelerators and escapes: a pair holding one is program syntax, not prose
