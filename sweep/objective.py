@@ -227,7 +227,7 @@ class Objective:
 
     def _conclude(self, trial: optuna.Trial, result: Result) -> float:
         for key in ("train_loss", "tokens_per_second", "peak_memory_mb", "train_seconds", "train_tokens", "steps",
-                    "backend"):
+                    "backend", "chrf"):
             value = getattr(result, key)
             if value is not None:
                 trial.set_user_attr(key, value)

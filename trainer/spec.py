@@ -163,6 +163,9 @@ class TrialSpec(Strict):
     study_dir: str | None = Field(
         None, description="The study's folder (runs/NAME): trackers keep their local files under it (default: output_dir)."
     )
+    evaluate_only: bool = Field(
+        False, description="Measure the base model before any training: eval loss, samples and chrF; no adapter."
+    )
 
     @property
     def out(self) -> Path:

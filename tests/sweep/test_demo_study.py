@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.conftest import DEMO_DATA, TINY_MODEL, status_json, sweep_cli
 from trainer.chat_data import IGNORE, encode_rows, set_chat_template
 from trainer.rows import read_jsonl
+from trainer.samples import chrf
 
 
 def eval_loss(model, tokenizer) -> float:
@@ -69,6 +70,9 @@ def test_samples_are_stored_with_each_trial(demo_run):
     for t in status_json("demo", demo_run):
         samples = t["user_attrs"]["samples"]
         assert len(samples) == 2 and all(s["prompt"] and s["reference"] for s in samples)
+        assert t["user_attrs"]["chrf"] == chrf(samples)
+    done = sweep_cli("status", "--study", "demo", "--runs-dir", str(demo_run))
+    assert "chrF" in done.stdout
 
 
 def test_best_prints_the_best_trial_and_its_adapter(demo_run):

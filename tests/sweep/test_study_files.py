@@ -17,7 +17,7 @@ SHIPPED = sorted(STUDIES.glob("*.yaml"))
 
 
 def test_studies_folder_ships_the_three_studies():
-    assert {p.stem for p in SHIPPED} >= {"demo", "lr-rank", "full-space"}
+    assert {p.stem for p in SHIPPED} >= {"demo", "lr-rank", "full-space", "smollm2-sv", "smollm2-sv-cpu"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -221,3 +221,13 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_missing_study_file_lists_known_studies():
     with pytest.raises(UserError, match=r"no-such-study: no study of that name.*demo"):
         load_study("no-such-study")
+
+
+@pytest.mark.parametrize("name", ["smollm2-sv", "smollm2-sv-cpu"])
+def test_smollm2_studies_train_on_the_shipped_swedish_rows(name):
+    config = load_study(name, resolve_paths=False).config
+    # the folder `python -m trainer.make_model smollm2 studies/models/smollm2-135m-instruct` writes
+    assert config.model.name_or_path == "./models/smollm2-135m-instruct"
+    assert config.model.chat_template == "model" and config.samples.count > 0
+    for path in (config.data.train, config.data.eval):
+        assert (STUDIES / path).is_file() and "sv-translate" in path
