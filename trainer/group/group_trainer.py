@@ -64,7 +64,7 @@ class GroupTrainer:
         for layer, (a, b) in zip(layers.values(), peft_init(layers, lora.r, spec.training.seed), strict=True):
             adapter = layer.add_adapter(slot, a, b, scaling, lora.lora_dropout, generator)
             params += [adapter.lora_A, adapter.lora_B]
-        member = Member(spec, slot, params, order, eval_data, events, started, faults)
+        member = Member(spec, slot, params, order, eval_data, events, started, faults, generator)
         self.members.append(member)
         return member
 

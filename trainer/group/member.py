@@ -44,7 +44,8 @@ class Member:
     """A trial's training state next to the others'; the group trainer drives it one micro-batch at a time."""
 
     def __init__(self, spec: TrialSpec, slot: int, params: list[torch.nn.Parameter], order: TrainOrder,
-                 eval_data: list, events: EventWriter, started: float, faults=()) -> None:
+                 eval_data: list, events: EventWriter, started: float, faults=(),
+                 generator: torch.Generator | None = None) -> None:
         from transformers import get_scheduler
 
         t = spec.training
@@ -52,6 +53,7 @@ class Member:
             raise ValueError(f"training.optim {t.optim!r}: the grouped backend trains with AdamW, one of {OPTIMIZERS}")
         self.spec, self.slot, self.params, self.order = spec, slot, params, order
         self.eval_data, self.events, self.started, self.faults = eval_data, events, started, list(faults)
+        self.generator = generator  # of its dropout masks (None without dropout)
         # 8-bit optimizers save memory on the base's scale, not on LoRA's: plain AdamW, as run_trial does on CPU
         self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                                            weight_decay=t.weight_decay, fused=t.optim == "adamw_torch_fused" or None)
@@ -137,10 +139,12 @@ class Member:
     def eval_due(self) -> bool:
         return self.step in self.points and (not self.evals or self.evals[-1][0] != self.step)
 
-    def record_eval(self, loss: float, restored: bool = False) -> None:
-        self.evals.append((self.step, loss))
-        self.events.emit(Evaluation(step=self.step, total_steps=self.total_steps, eval_loss=loss,
-                                    point=self.points.get(self.step), restored=restored))
+    def record_eval(self, loss: float, step: int | None = None, restored: bool = False) -> None:
+        """Note and report the eval loss at ``step`` (default: now); ``restored``: read back from a checkpoint."""
+        step = self.step if step is None else step
+        self.evals.append((step, loss))
+        self.events.emit(Evaluation(step=step, total_steps=self.total_steps, eval_loss=loss,
+                                    point=self.points.get(step), restored=restored))
 
     @property
     def stop_requested(self) -> bool:

@@ -21,6 +21,7 @@ from collections import deque
 import trainer.run_trial as single
 from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
+from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
 from trainer.spec import TrialSpec
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
@@ -134,11 +135,15 @@ class GroupRun:
         member = self.trainer.add(spec, order, eval_batches(evaluation, t.per_device_eval_batch_size, pad),
                                   folder.events, folder.started, faults)
         _phase(folder, "lora", phase)
+        checkpoint, resumed = find_checkpoint(member) if spec.resume else (None, 0)
         folder.events.emit(Setup(backend="grouped", device=self.device, total_steps=order.total_steps,
-                                 train_rows=len(train), eval_rows=len(evaluation),
+                                 train_rows=len(train), eval_rows=len(evaluation), resumed_from_step=resumed,
                                  notes=[f"format={fmt}", f"matmul={self.matmul}", f"slot={member.slot}",
                                         f"group={len(self.trainer.members)}", "optim=adamw_torch"]))
-        member.start_at(0)
+        if checkpoint is None:
+            member.start_at(0)
+        else:
+            restore_checkpoint(member, self.trainer.adapter_weights(member), checkpoint)
         return member
 
     def _encoded(self, spec: TrialSpec) -> tuple:
@@ -167,7 +172,10 @@ class GroupRun:
             except Exception as error:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))
-        self._evaluate([m for m in done if m in self.live and m.eval_due])
+        evaluated = [m for m in done if m in self.live and m.eval_due]
+        self._evaluate(evaluated)
+        for member in [m for m in evaluated if m in self.live and not m.finished]:
+            self._checkpoint(member)
         for member in [m for m in done if m in self.live]:
             if member.stop_requested:
                 self._leave(member, self._result(member, "stopped"))
@@ -184,6 +192,14 @@ class GroupRun:
             traceback.print_exc()
             for member in members:
                 self._leave(member, single._failure(error))
+
+    def _checkpoint(self, member) -> None:
+        """At an eval point before the end (as the Trainer saves with eval_points); a failure ends the trial."""
+        try:
+            save_checkpoint(member, self.trainer.adapter_weights(member), self.trainer.model.name_or_path)
+        except Exception as error:
+            traceback.print_exc()
+            self._leave(member, single._failure(error))
 
     def _complete(self, member) -> None:
         """Save the finished member's adapter and samples; its result."""

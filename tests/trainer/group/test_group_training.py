@@ -155,3 +155,33 @@ def test_backend_grouped_trains_through_python_m_trainer(data, alone, tmp_path):
     [result] = events(tmp_path, "result")
     assert result["status"] == "ok" and result["backend"] == "grouped" and len(result["samples"]) == 1
     assert_same_trial(tmp_path, alone / "0")
+
+
+def test_a_killed_group_resumes_each_trial_from_its_checkpoint(data, alone, tmp_path):
+    paths = []
+    for number in (0, 1):
+        spec = spec_for(data, tmp_path / str(number), number)
+        spec.out.mkdir()
+        spec.write(tmp_path / f"{number}.json")
+        paths.append(str(tmp_path / f"{number}.json"))
+
+    def group(fault: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trainer.group", *paths], cwd=ROOT, timeout=600,
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "SWEEP_TEST_FAULT": fault})
+
+    killed = group("kill@5:trial=0")  # both trials checkpointed at step 4, their second eval point
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert sorted(p.name for p in (tmp_path / "1" / "checkpoints").iterdir()) == ["checkpoint-4"]
+    done = group()
+    assert done.returncode == 0, done.stdout + done.stderr
+    for number in (0, 1):
+        folder = tmp_path / str(number)
+        [setup] = events(folder, "setup")[1:]
+        assert setup["resumed_from_step"] == 4
+        ours = load_file(folder / "adapter" / "adapter_model.safetensors")
+        theirs = load_file(alone / str(number) / "adapter" / "adapter_model.safetensors")
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+        evals = {(e["step"], e["eval_loss"]) for e in events(folder, "eval")}
+        assert evals == {(e["step"], e["eval_loss"]) for e in events(alone / str(number), "eval")}
+        assert events(folder, "result")[0]["eval_loss"] == events(alone / str(number), "result")[0]["eval_loss"]
