@@ -139,6 +139,7 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
     from trainer.events import EventWriter
     from trainer.group.batches import TrainOrder
     from trainer.group.group_trainer import GroupTrainer
+    from trainer.group.member import log_progress
     from trainer.spec import TrialSpec
 
     model, tokenizer = load(args)
@@ -163,6 +164,7 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
         for member, batch, loss in trainer.train_step():
             member.after_backward(batch, loss)
             tokens += batch.tokens if step > args.warmup else 0
+        log_progress(trainer.members)  # as a group run logs: one read of all losses a step
         if step == 1:
             first = time.perf_counter() - first
     window.stop()

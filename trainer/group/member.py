@@ -103,17 +103,18 @@ class Member:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step, self.epoch = batch.step, batch.epoch
-        # the loss stays a tensor until it is logged: reading it each step would wait for the GPU
+        # the loss stays a tensor until it is logged (log_progress): reading it would wait for the GPU
         self._pending.append((torch.stack(self._window_loss).sum(), self.scheduler.get_last_lr()[0]))
         self._window_loss = []
-        if self.step % self.spec.training.logging_steps == 0 or self.finished:
-            self._log()
         self._clock()
         self._inject_faults()
         return True
 
-    def _log(self) -> None:
-        values = torch.stack([loss for loss, _ in self._pending]).tolist()
+    @property
+    def log_due(self) -> bool:
+        return bool(self._pending) and (self.step % self.spec.training.logging_steps == 0 or self.finished)
+
+    def _log(self, values: list[float]) -> None:
         mean = sum(values) / len(values)
         self.losses.append((self.step, mean))
         self.events.emit(Progress(step=self.step, total_steps=self.total_steps, loss=mean,
@@ -172,3 +173,16 @@ class Member:
             if fault.kind == "hang":
                 while True:
                     time.sleep(3600)
+
+
+def log_progress(members: list[Member]) -> None:
+    """Report the train loss of every member whose logging step this is, reading all their losses at once
+    (one wait for the GPU per group step, not one per member)."""
+    due = [m for m in members if m.log_due]
+    if not due:
+        return
+    values = torch.stack([loss for m in due for loss, _ in m._pending]).tolist()
+    for member in due:
+        n = len(member._pending)
+        member._log(values[:n])
+        values = values[n:]

@@ -22,6 +22,7 @@ import trainer.run_trial as single
 from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
 from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
+from trainer.group.member import log_progress
 from trainer.spec import TrialSpec
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
@@ -172,6 +173,7 @@ class GroupRun:
             except Exception as error:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))
+        log_progress([m for m in done if m in self.live])
         evaluated = [m for m in done if m in self.live and m.eval_due]
         self._evaluate(evaluated)
         for member in [m for m in evaluated if m in self.live and not m.finished]:
