@@ -43,7 +43,7 @@ class Setup(_Event):
     """Training is about to start: what was chosen and how many steps it will take."""
 
     event: Literal["setup"] = "setup"
-    backend: Literal["unsloth", "transformers"]
+    backend: Literal["unsloth", "transformers", "grouped"]
     device: str
     total_steps: int
     train_rows: int

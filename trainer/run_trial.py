@@ -80,6 +80,12 @@ def _failure(error: Exception) -> Result:
 
 
 def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> Result:
+    if spec.backend == "grouped":
+        from trainer.group.run_group import run_alone
+
+        if resident is not None:
+            resident.drop()  # the group wraps the base's layers: not a base the next trial can take
+        return run_alone(spec, events)
     phase = time.time()
     from trainer.backends import attach_lora, choose_backend, load_in_4bit, load_model
 

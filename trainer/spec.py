@@ -153,8 +153,9 @@ class TrialSpec(Strict):
     training: TrainingSpec
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
     output_dir: str = Field(description="The trial's folder: adapter/, checkpoints/, events.jsonl live here.")
-    backend: Literal["auto", "unsloth", "transformers"] = Field(
-        "auto", description="'auto': Unsloth where installed and a GPU is present, else transformers + PEFT."
+    backend: Literal["auto", "unsloth", "transformers", "grouped"] = Field(
+        "auto", description="'auto': Unsloth where installed and a GPU is present, else transformers + PEFT; "
+        "'grouped': transformers with the shared-base trainer of trainer.group (here a group of one)."
     )
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir if there is one.")
     cache_dir: str | None = Field(None, description="Per-study cache of tokenised datasets (none: no cache).")
