@@ -1,7 +1,8 @@
 """A group member's checkpoints: written at its eval points, read back when its trial runs again.
 
 A checkpoint is ``checkpoints/checkpoint-<step>/`` in the trial's folder, laid out like the
-Trainer's so :func:`trainer.run_trial.last_checkpoint` finds the newest complete one:
+Trainer's, and bound to its trial like the Trainer's (:mod:`trainer.checkpoints`), so the newest
+complete one is found the same way:
 the adapter in PEFT's format, ``optimizer.pt`` (optimizer, schedule and dropout generator states)
 and, written last, ``trainer_state.json`` (step, micro-batch, evaluations, logged losses). A
 process killed while writing leaves a folder without that file, which is skipped and removed.
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from trainer import checkpoints
 from trainer.group.member import Member
 from trainer.group.peft_format import WEIGHTS_FILE, write_adapter
-from trainer.run_trial import CHECKPOINT_DIR, last_checkpoint
+from trainer.trial_folder import CHECKPOINT_DIR
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -31,6 +33,7 @@ def save_checkpoint(member: Member, weights: dict, base_name: str) -> Path:
     """Write ``member``'s state at its current step; older checkpoints of the trial are removed after."""
     folder = member.spec.out / CHECKPOINT_DIR / f"checkpoint-{member.step}"
     shutil.rmtree(folder, ignore_errors=True)
+    checkpoints.claim(member.spec)
     write_adapter(member.spec, weights, base_name, folder)
     generator = member.generator.get_state() if member.generator is not None else None
     torch.save({"optimizer": member.optimizer.state_dict(), "scheduler": member.scheduler.state_dict(),
@@ -45,10 +48,9 @@ def save_checkpoint(member: Member, weights: dict, base_name: str) -> Path:
     return folder
 
 
-def find_checkpoint(member: Member) -> tuple[Path | None, int]:
-    """The trial's newest complete checkpoint of this micro-batch and its step, or ``(None, 0)``."""
-    found = last_checkpoint(member.spec, member.spec.training.per_device_train_batch_size)
-    return (Path(found), int(found.rsplit("-", 1)[1])) if found else (None, 0)
+def find_checkpoint(member: Member) -> checkpoints.ResumePoint:
+    """The newest complete checkpoint that this trial wrote (path and step), or step 0 and why not."""
+    return checkpoints.resume_point(member.spec)
 
 
 def restore_checkpoint(member: Member, weights: dict, folder: Path) -> None:

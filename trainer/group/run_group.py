@@ -17,12 +17,15 @@ import os
 import time
 import traceback
 from collections import deque
+from pathlib import Path
 
 import trainer.run_trial as single
+from trainer import checkpoints
 from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
 from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
 from trainer.group.member import log_progress
+from trainer.samples import chrf
 from trainer.spec import TrialSpec
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
@@ -136,15 +139,16 @@ class GroupRun:
         member = self.trainer.add(spec, order, eval_batches(evaluation, t.per_device_eval_batch_size, pad),
                                   folder.events, folder.started, faults)
         _phase(folder, "lora", phase)
-        checkpoint, resumed = find_checkpoint(member) if spec.resume else (None, 0)
+        point = find_checkpoint(member)
         folder.events.emit(Setup(backend="grouped", device=self.device, total_steps=order.total_steps,
-                                 train_rows=len(train), eval_rows=len(evaluation), resumed_from_step=resumed,
+                                 train_rows=len(train), eval_rows=len(evaluation), resumed_from_step=point.step,
+                                 resume_note=point.note,
                                  notes=[f"format={fmt}", f"matmul={self.matmul}", f"slot={member.slot}",
                                         f"group={len(self.trainer.members)}", "optim=adamw_torch"]))
-        if checkpoint is None:
+        if point.path is None:
             member.start_at(0)
         else:
-            restore_checkpoint(member, self.trainer.adapter_weights(member), checkpoint)
+            restore_checkpoint(member, self.trainer.adapter_weights(member), Path(point.path))
         return member
 
     def _encoded(self, spec: TrialSpec) -> tuple:
@@ -217,7 +221,7 @@ class GroupRun:
             with self.trainer.routing.only(member.slot):
                 samples = single.generate_samples(spec, self.trainer.model, self.tokenizer, eval_rows, fmt, "transformers")
             result = self._result(member, "ok", eval_loss=member.evals[-1][1], adapter_path=str(adapter),
-                                  samples=samples)
+                                  samples=samples, chrf=chrf(samples))
         except Exception as error:
             traceback.print_exc()
             result = single._failure(error)
@@ -231,6 +235,8 @@ class GroupRun:
                       train_tokens=member.train_tokens, **fields)
 
     def _leave(self, member, result: Result) -> None:
+        if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
+            checkpoints.drop(self.live[member].spec)
         self.trainer.remove(member)
         self.live.pop(member).close(result)
 
