@@ -60,6 +60,8 @@ def curve_record(trial) -> dict | None:
     """One complete trial as a row of the table, or None if its events are missing."""
     from trainer.events import Evaluation, Result, Setup, Started, read_all
 
+    if "trial_dir" not in trial.user_attrs:  # a repeat of an earlier trial: nothing of its own was trained
+        return None
     events = read_all(Path(trial.user_attrs["trial_dir"]) / "events.jsonl")
     started = next((e for e in events if isinstance(e, Started)), None)
     setup = next((e for e in events if isinstance(e, Setup)), None)

@@ -25,6 +25,7 @@ from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Start
 from trainer.group.batches import TrainOrder, eval_batches
 from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
 from trainer.group.member import log_progress
+from trainer.rows import load_data
 from trainer.samples import chrf
 from trainer.spec import TrialSpec
 
@@ -155,7 +156,7 @@ class GroupRun:
         """Train and eval items, eval rows and format of the spec's data, encoded once per data section."""
         key = spec.data.model_dump_json()
         if key not in self.data:
-            train_rows, eval_rows, fmt = single.load_rows(spec)
+            train_rows, eval_rows, fmt = load_data(spec.data)
             train, evaluation = single.encode(spec, self.tokenizer, train_rows, eval_rows, fmt)
             self.data[key] = (train.to_list(), evaluation.to_list(), eval_rows, fmt)
         return self.data[key]

@@ -113,14 +113,15 @@ def test_the_saved_adapter_loads_in_peft_and_gives_the_reported_eval_loss(data, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer.group.batches import eval_batches
-    from trainer.run_trial import encode, load_rows
+    from trainer.rows import load_data
+    from trainer.run_trial import encode
 
     folder = alone / "1"
     base = AutoModelForCausalLM.from_pretrained(TINY_MODEL, attn_implementation="eager")
     model = PeftModel.from_pretrained(base, str(folder / "adapter")).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "adapter")
     spec = TrialSpec.read(folder / "adapter" / "trial_spec.json")
-    _, evaluation = encode(spec, tokenizer, *load_rows(spec))
+    _, evaluation = encode(spec, tokenizer, *load_data(spec.data))
     total = rows = 0
     with torch.no_grad():
         for ids, mask, labels in eval_batches(evaluation.to_list(), 8, tokenizer.pad_token_id):
