@@ -68,22 +68,41 @@ def curve_record(trial) -> dict | None:
     result = next((e for e in events if isinstance(e, Result)), None)
     if started is None or setup is None or result is None or result.status != "ok":
         return None
-    # a resumed trial has two runs' events; the table wants one uninterrupted run
+    evaluations = [e for e in events if isinstance(e, Evaluation) and e.point is not None]
+    setup_seconds = setup.time - started.time
     if setup.resumed_from_step:
-        return None
-    points = [{"point": e.point, "step": e.step, "eval_loss": e.eval_loss, "seconds": round(e.time - started.time, 3)}
-              for e in events if isinstance(e, Evaluation) and e.point is not None]
+        seconds_at = _resumed_clock(setup, evaluations, setup_seconds)
+        total = seconds_at(setup.total_steps) + (result.time - evaluations[-1].time)
+    else:
+        seconds_at = {e.step: e.time - started.time for e in evaluations}.__getitem__
+        total = trial.user_attrs["wall_seconds"]
+    points = [{"point": e.point, "step": e.step, "eval_loss": e.eval_loss, "seconds": round(seconds_at(e.step), 3)}
+              for e in evaluations]
     return {
         "params": {**trial.params, "lora_alpha": trial.user_attrs["lora_alpha"],
                    "use_rslora": trial.user_attrs["use_rslora"]},
         "total_steps": setup.total_steps,
-        "setup_seconds": round(setup.time - started.time, 3),
+        "setup_seconds": round(setup_seconds, 3),
         "points": points,
         "eval_loss": result.eval_loss,
-        "seconds": trial.user_attrs["wall_seconds"],
+        "seconds": round(total, 3),
         "trial": trial.number,
+        **({"resumed_from_step": setup.resumed_from_step} if setup.resumed_from_step else {}),
         **({"chrf": result.chrf} if result.chrf is not None else {}),
     }
+
+
+def _resumed_clock(setup, evaluations, setup_seconds: float):
+    """Seconds from the start at each step of a trial that was interrupted and resumed.
+
+    Its eval losses are its own (restored from the checkpoint, then measured), but the clock of the
+    run before the interruption is gone: each step is charged the resumed run's own seconds per step,
+    after one set-up. The row says ``resumed_from_step`` so a reader knows its times are estimated.
+    """
+    fresh = [e for e in evaluations if not e.restored]
+    first_step, first_time = (setup.resumed_from_step, setup.time) if len(fresh) < 2 else (fresh[0].step, fresh[0].time)
+    per_step = (fresh[-1].time - first_time) / max(1, fresh[-1].step - first_step)
+    return lambda step: setup_seconds + step * per_step
 
 
 def export(grid: str, runs_dir: Path, out: Path) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import warnings
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from sweep.base_model import BaseMeasurement
 from sweep.gpu_slots import SlotPool
 from sweep.gpus import plan_capacity
 from sweep.memory_estimate import estimate_trial_gib
@@ -106,8 +107,10 @@ def run_study(args) -> int:
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
                          max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
+        base = BaseMeasurement(optuna_study, study, folder, ident.uid, _device_env(capacity), stopping)
         with stopping_with(lambda: _stop(objective)):
             try:
+                base.start()
                 if objective.warm is not None:
                     for device, k in capacity.items():
                         for _ in range(min(k, search.n_trials - finished)):
@@ -115,6 +118,7 @@ def run_study(args) -> int:
                 loop.run()
             finally:
                 objective.close()
+                base.close()
     if stopping.is_set():
         print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
         return 130
@@ -125,6 +129,12 @@ def run_study(args) -> int:
               f"fail_reason (python -m sweep status --study {args.study})", file=sys.stderr)
         return 1
     return 0
+
+
+def _device_env(capacity: dict) -> dict[str, str]:
+    """Where the base model is measured: the first device trials run on (the CPU where none)."""
+    device = next(iter(capacity))
+    return {} if device is None else {"CUDA_VISIBLE_DEVICES": str(device)}
 
 
 def _check_trial_folders(optuna_study, study: Study, folder, url: str) -> None:

@@ -19,7 +19,7 @@ table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid
 """
 MEASURED = (("train_loss", "train loss"), ("steps", "steps"), ("train_seconds", "train seconds"),
             ("tokens_per_second", "tokens/s"), ("peak_memory_mb", "peak memory (MB)"), ("backend", "backend"),
-            ("adapter_path", "adapter"))
+            ("chrf", "chrF of the sample answers"), ("adapter_path", "adapter"))
 
 
 def render_page(data: StudyData, charts: list[Chart], config: dict | None, samples_of: int) -> str:
@@ -56,7 +56,8 @@ def _summary(data: StudyData) -> str:
     generated = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (f"<h1>Study {_e(data.name)}</h1><p>{_e(data.description)}</p>"
             f"<p class=\"muted\">{len(data.trials)} trials: {_e(counts)}. Report generated {_e(generated)}; "
-            "PNG versions of the charts lie beside this file.</p>")
+            "PNG versions of the charts lie beside this file.</p>"
+            + (f"<p><b>{_e(data.base[0].upper() + data.base[1:])}</b>, measured as every trial is.</p>" if data.base else ""))
 
 
 def _best(data: StudyData) -> str:

@@ -64,6 +64,10 @@ def test_best_adapter_beats_the_base_model(demo_run):
     tuned = eval_loss(tuned_model, tokenizer)
     assert tuned < base - 0.5, (base, tuned)
     assert abs(tuned - best["value"]) < 0.05  # the recorded objective is this eval loss
+    recorded = json.loads((demo_run / "demo" / "base" / "events.jsonl").read_text().splitlines()[-1])
+    assert recorded["status"] == "ok" and abs(recorded["eval_loss"] - base) < 0.05  # measured once, before training
+    done = sweep_cli("status", "--study", "demo", "--runs-dir", str(demo_run))
+    assert f"base model before training: eval_loss {recorded['eval_loss']:.4f}" in done.stdout
 
 
 def test_samples_are_stored_with_each_trial(demo_run):
