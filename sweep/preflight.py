@@ -31,9 +31,7 @@ def check_data(study: Study) -> None:
                 except RowError as e:
                     raise RowError(str(e), key=f"data.{key}") from None
         if not any(path.is_dir() for path in sources.values()):  # reading a folder needs datasets: the trainer side
-            _, _, fmt = load_data(data)
-            if fmt == "text" and data.train_on_responses_only:
-                raise RowError("true needs chat or alpaca rows, the rows are text", key="data.train_on_responses_only")
+            load_data(data)
     except RowError as e:
         raise UserError(f"{study.path}: {e.key}: {e}") from None
 

@@ -35,9 +35,12 @@ class RowError(ValueError):
 def load_data(data: DataSpec) -> tuple[list[dict], list[dict], str]:
     """Train and eval rows (split off with ``eval_fraction`` where there is no eval file) and their format.
 
-    Each problem is a :class:`RowError` whose ``key`` is ``data.train``, ``data.eval`` or ``data.eval_fraction``.
+    Each problem is a :class:`RowError` whose ``key`` is the study file's key: ``data.train``, ``data.eval``,
+    ``data.eval_fraction`` or ``data.train_on_responses_only``.
     """
     train, fmt = _read_checked(data.train, "data.train", data.format)
+    if fmt == "text" and data.train_on_responses_only:
+        raise RowError("true needs chat or alpaca rows, the rows are text", key="data.train_on_responses_only")
     if data.eval is not None:
         evaluation, _ = _read_checked(data.eval, "data.eval", fmt)
         return train, evaluation, fmt

@@ -279,3 +279,13 @@ def test_rows_partly_longer_than_max_seq_length_are_a_warning_not_an_error(tmp_p
 def test_load_in_4bit_on_a_host_without_gpu(tmp_path):
     study = edited_study(tmp_path, set_key("model.load_in_4bit", True))
     run_refused(tmp_path, study, f"{study}: model.load_in_4bit: true needs a GPU", "set it to false")
+
+
+def test_text_rows_with_train_on_responses_only(tmp_path):
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": f"Rad {i} av en svensk text."}) + "\n" for i in range(20)))
+
+    def edit(raw):
+        raw["data"] = {"train": str(data), "eval_fraction": 0.2, "train_on_responses_only": True}
+    run_refused(tmp_path, edited_study(tmp_path, edit),
+                "data.train_on_responses_only: true needs chat or alpaca rows, the rows are text")
