@@ -160,7 +160,7 @@ class MultiLoraLinear(nn.Module):
         """Two batched matmuls over all segments: rows padded to the longest segment, ranks to the largest."""
         adapters = [self._adapter(s.slot) for s in segments]
         rank = max(a.r for a in adapters)
-        rows = [a.drop(self._cast(x[s.start:s.stop], s.slot).flatten(0, -2)) for a, s in zip(adapters, segments, strict=True)]
+        rows = [self._dropped(a, x, s).flatten(0, -2) for a, s in zip(adapters, segments, strict=True)]
         stacked = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True) if len({len(r) for r in rows}) > 1 \
             else torch.stack(rows)
         a = torch.stack([F.pad(ad.lora_A, (0, 0, 0, rank - ad.r)) for ad in adapters])
@@ -175,6 +175,15 @@ class MultiLoraLinear(nn.Module):
             piece = result[s.start:s.stop]
             result[s.start:s.stop] += delta[k, :piece.shape[:-1].numel()].view(piece.shape)
         return result
+
+
+    def _dropped(self, adapter: LoraAdapter, x: torch.Tensor, s: Segment) -> torch.Tensor:
+        """The segment's rows over the whole padded length, with the dropout masks a lone run draws
+        (over the trial's own length; the padding after it stays zero)."""
+        rows = self._cast(x[s.start:s.stop], s.slot)
+        if not adapter.dropout or not adapter.training:
+            return rows
+        return F.pad(adapter.drop(rows[:, :s.length]), (0, 0, 0, rows.shape[1] - s.length))
 
 
 def _covers(segment: Segment, x: torch.Tensor) -> bool:
