@@ -87,6 +87,8 @@ class LoraAdapter(nn.Module):
         self.lora_A = nn.Parameter(a)
         self.lora_B = nn.Parameter(b)
         self.scaling = scaling
+        # the same number on the adapter's device, for the batched path (no host-to-device copy per forward)
+        self.register_buffer("scale", torch.tensor(float(scaling), dtype=a.dtype, device=a.device), persistent=False)
         self.dropout = dropout
         self.generator = generator
 
@@ -163,7 +165,7 @@ class MultiLoraLinear(nn.Module):
             else torch.stack(rows)
         a = torch.stack([F.pad(ad.lora_A, (0, 0, 0, rank - ad.r)) for ad in adapters])
         b = torch.stack([F.pad(ad.lora_B, (0, rank - ad.r)) for ad in adapters])
-        scaling = torch.tensor([ad.scaling for ad in adapters], device=x.device, dtype=a.dtype)
+        scaling = torch.stack([ad.scale for ad in adapters])
         delta = torch.bmm(torch.bmm(stacked, a.transpose(1, 2)), b.transpose(1, 2)) * scaling[:, None, None]
         n = segments[0].stop - segments[0].start
         if x.shape[0] == n * len(segments) and all(s.start == i * n and s.stop == s.start + n
@@ -172,7 +174,6 @@ class MultiLoraLinear(nn.Module):
         shape = result.shape[1:]
         pieces = [delta[k, :(s.stop - s.start) * shape[:-1].numel()].view(-1, *shape) for k, s in enumerate(segments)]
         return result + _assemble(result, segments, pieces)
-
 
     def _dropped(self, adapter: LoraAdapter, x: torch.Tensor, s: Segment) -> torch.Tensor:
         """The segment's rows over the whole padded length, with the dropout masks a lone run draws
