@@ -6,7 +6,8 @@
 
 Every run loads the base afresh from ``--model`` (bf16 and sdpa on a GPU, float32 and eager attention on
 the CPU), trains ``--steps`` optimizer steps on the same short rows and times the steps after the first
-``--warmup`` (torch.cuda.synchronize around the window, CUDA events inside it). The rows are
+``--warmup`` (torch.cuda.synchronize around the window, CUDA events inside it; the median step beside
+the window's mean, as other work on a shared machine lands on a few steps). The rows are
 ``--data`` (chat JSONL, encoded with the model's chat template) or synthetic: random token ids of about
 ``--rows-tokens`` tokens (0.75x to 1.25x), the loss on the last two thirds of each.
 
@@ -26,6 +27,7 @@ import argparse
 import gc
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -115,13 +117,19 @@ class Window:
 
         self.torch, self.cuda = torch, device == "cuda"
         self.wall = self.gpu_ms = None
+        self.laps: list[float] = []  # wall seconds of each step in the window (after its losses were read)
 
     def start(self) -> None:
         if self.cuda:
             self.torch.cuda.synchronize()
             self.begin = self.torch.cuda.Event(enable_timing=True)
             self.begin.record()
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
+
+    def lap(self) -> None:
+        now = time.perf_counter()
+        self.laps.append(now - self.last)
+        self.last = now
 
     def stop(self) -> None:
         if self.cuda:
@@ -165,6 +173,8 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
             member.after_backward(batch, loss)
             tokens += batch.tokens if step > args.warmup else 0
         log_progress(trainer.members)  # as a group run logs: one read of all losses a step
+        if step > args.warmup:
+            window.lap()
         if step == 1:
             first = time.perf_counter() - first
     window.stop()
@@ -199,7 +209,9 @@ def bare_run(args, rows: list[dict], batch: int) -> dict:
                 Clock.first = time.perf_counter() - started
             if state.global_step == args.warmup:
                 window.start()
-            elif state.global_step == args.steps:
+            elif state.global_step > args.warmup:
+                window.lap()
+            if state.global_step == args.steps:
                 window.stop()
 
     config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="fill-gpu-bare-"), per_device_train_batch_size=batch,
@@ -218,8 +230,11 @@ def _figures(args, name: str, rows_per_step: int, tokens: int, window: Window, f
 
     cuda = args.device == "cuda"
     steps = args.steps - args.warmup
+    median = statistics.median(window.laps)
     figures = {
         "run": name, "tokens_per_s": round(tokens / window.wall, 1), "step_s": round(window.wall / steps, 4),
+        # on a shared machine other work lands on some steps: the median step is the steadier figure
+        "tokens_per_s_median_step": round(tokens / steps / median, 1), "median_step_s": round(median, 4),
         "gpu_ms_per_step": round(window.gpu_ms / steps, 2) if window.gpu_ms is not None else None,
         "rows_per_step": rows_per_step, "first_step_s": round(first, 2),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
@@ -247,9 +262,11 @@ def report(figures: dict) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| run | tokens/s | s/step | GPU ms/step | rows/step | first step s | peak GiB |", "|---" * 7 + "|"]
+    lines = ["| run | tokens/s | tokens/s (median step) | s/step | GPU ms/step | rows/step | first step s | peak GiB |",
+             "|---" * 8 + "|"]
     for r in results:
-        lines.append(f"| {r['run']} | {r['tokens_per_s']:,.0f} | {r['step_s']} | {r['gpu_ms_per_step']} | "
+        lines.append(f"| {r['run']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s_median_step']:,.0f} | "
+                     f"{r['step_s']} | {r['gpu_ms_per_step']} | "
                      f"{r['rows_per_step']} | {r['first_step_s']} | {r['peak_gib']} |")
     return "\n".join(lines)
 

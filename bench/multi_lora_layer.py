@@ -5,8 +5,8 @@
 
 K segments of ``--rows`` rows x ``--tokens`` tokens go through a frozen ``nn.Linear(hidden, out)`` with K
 adapters whose ranks cycle through ``--ranks``; each mode runs ``--repeats`` forward+backward passes
-after ``--warmup``, each timed alone (CUDA synchronised around it). Prints the median milliseconds per pass
-per mode and K (the median, as a shared machine's other work lands on a few passes).
+after ``--warmup``, the modes' passes interleaved and each timed alone (CUDA synchronised around it). Prints
+the median milliseconds per pass per mode and K (the median, as a shared machine's other work lands on a few).
 """
 
 from __future__ import annotations
@@ -41,35 +41,47 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from trainer.group.multi_lora import MATMULS, MultiLoraLinear, Routing, Segment
+    from trainer.group.multi_lora import MATMULS
 
     dtype = getattr(torch, args.dtype)
     ranks = [int(r) for r in args.ranks.split(",")]
     print(f"| K | {' | '.join(f'{m} ms' for m in MATMULS)} |\n|---|" + "---|" * len(MATMULS))
     for k in [int(k) for k in args.ks.split(",")]:
-        times = []
-        for matmul in MATMULS:
-            torch.manual_seed(0)
-            routing = Routing(matmul)
-            layer = MultiLoraLinear(torch.nn.Linear(args.hidden, args.out, bias=False, dtype=dtype,
-                                                    device=args.device).requires_grad_(False), routing)
-            for slot in range(k):
-                r = ranks[slot % len(ranks)]
-                layer.add_adapter(slot, torch.randn(r, args.hidden) * 0.01, torch.randn(args.out, r) * 0.01, 2.0)
-            x = torch.randn(k * args.rows, args.tokens, args.hidden, dtype=dtype, device=args.device,
-                            requires_grad=True)
-            segments = [Segment(s, s * args.rows, (s + 1) * args.rows, args.tokens) for s in range(k)]
-            passes = []
-            for _ in range(args.warmup + args.repeats):
+        runs = [_layer_pass(args, dtype, ranks, k, matmul) for matmul in MATMULS]
+        passes = [[] for _ in MATMULS]
+        for i in range(args.warmup + args.repeats):
+            for run, times in zip(runs, passes, strict=True):  # interleaved: both see the same machine load
                 _sync(args.device)
                 began = time.perf_counter()
-                with routing.route(segments):
-                    layer(x).float().square().mean().backward()
+                run()
                 _sync(args.device)
-                passes.append(time.perf_counter() - began)
-            times.append(statistics.median(passes[args.warmup:]) * 1000)
-        print(f"| {k} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - began)
+        print(f"| {k} | " + " | ".join(f"{statistics.median(t) * 1000:.2f}" for t in passes) + " |", flush=True)
     return 0
+
+
+def _layer_pass(args, dtype, ranks: list[int], k: int, matmul: str):
+    """A function running one forward and backward of a layer with k adapters, in ``matmul`` mode."""
+    import torch
+
+    from trainer.group.multi_lora import MultiLoraLinear, Routing, Segment
+
+    torch.manual_seed(0)
+    routing = Routing(matmul)
+    base = torch.nn.Linear(args.hidden, args.out, bias=False, dtype=dtype, device=args.device).requires_grad_(False)
+    layer = MultiLoraLinear(base, routing)
+    for slot in range(k):
+        r = ranks[slot % len(ranks)]
+        layer.add_adapter(slot, torch.randn(r, args.hidden) * 0.01, torch.randn(args.out, r) * 0.01, 2.0)
+    x = torch.randn(k * args.rows, args.tokens, args.hidden, dtype=dtype, device=args.device, requires_grad=True)
+    segments = [Segment(s, s * args.rows, (s + 1) * args.rows, args.tokens) for s in range(k)]
+
+    def run() -> None:
+        with routing.route(segments):
+            layer(x).float().square().mean().backward()
+
+    return run
 
 
 def _sync(device: str) -> None:

@@ -87,10 +87,12 @@ class GroupTrainer:
         batches = [m.next_batch() for m in members]
         segments = _segments([m.slot for m in members], [(b.rows, b.length) for b in batches])
         ids, mask = stack([(b.input_ids, b.attention_mask) for b in batches], self.pad_id)
+        targets = self._label_positions([b.labels for b in batches])
         self.model.train()
         with self.routing.route(segments), self._autocast():
             hidden = self._hidden(ids, mask)
-            losses = [self._summed_loss(hidden, s, b.labels) / b.items for s, b in zip(segments, batches, strict=True)]
+            losses = [self._summed_loss(hidden, s, t) / max(1, b.items)  # TRL clamps an empty count to 1
+                      for s, t, b in zip(segments, targets, batches, strict=True)]
         torch.stack(losses).sum().backward()
         return [(m, b, loss.detach()) for m, b, loss in zip(members, batches, losses, strict=True)]
 
@@ -106,10 +108,11 @@ class GroupTrainer:
             batches = [members[k].eval_data[i] for k, _ in part]
             segments = _segments([m.slot for _, m in part], [ids.shape for ids, _, _ in batches])
             ids, mask = stack([(ids, mask) for ids, mask, _ in batches], self.pad_id)
+            targets = self._label_positions([labels for _, _, labels in batches])
             with self.routing.route(segments), self._autocast():
                 hidden = self._hidden(ids, mask)
-                means = [self._summed_loss(hidden, s, labels) / max(1, int((labels[:, 1:] != IGNORE).sum()))
-                         for s, (_, _, labels) in zip(segments, batches, strict=True)]
+                means = [self._summed_loss(hidden, s, t) / max(1, t.shape[1])
+                         for s, t in zip(segments, targets, strict=True)]
             for (k, _), mean, (ids_k, _, _) in zip(part, torch.stack(means).tolist(), batches, strict=True):
                 sums[k] += mean * ids_k.shape[0]
                 rows[k] += ids_k.shape[0]
@@ -117,22 +120,40 @@ class GroupTrainer:
         return [s / n for s, n in zip(sums, rows, strict=True)]
 
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
-        return out.last_hidden_state
+        ids, mask = _to_device(torch.stack([ids, mask]), self.device)
+        return self.decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
-    def _summed_loss(self, hidden: torch.Tensor, s: Segment, labels: torch.Tensor) -> torch.Tensor:
-        """Summed cross-entropy of the segment's label tokens; logits only where a label is."""
-        targets = labels[:, 1:]
-        rows, cols = (targets != IGNORE).nonzero(as_tuple=True)  # on the CPU: no wait for the GPU
-        device = self.device
-        states = hidden[s.start:s.stop, :s.length][rows.to(device), cols.to(device)]
-        logits = self.head(states).float()
-        return F.cross_entropy(logits, targets[rows, cols].to(device), reduction="sum")
+    def _label_positions(self, labels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per batch, ``[row, position, label]`` of each token a label predicts (the label at position + 1).
+
+        Found on the CPU and sent in one copy before the forward: looking them up on the GPU, or
+        sending them one batch at a time after it, would wait for the forward each time.
+        """
+        parts = []
+        for batch in labels:
+            following = batch[:, 1:]
+            rows, cols = (following != IGNORE).nonzero(as_tuple=True)
+            parts.append(torch.stack([rows, cols, following[rows, cols]]))
+        joined = _to_device(torch.cat(parts, dim=1), self.device)
+        return list(joined.split([p.shape[1] for p in parts], dim=1))
+
+    def _summed_loss(self, hidden: torch.Tensor, s: Segment, targets: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy over the segment's label tokens; logits only where a label is."""
+        rows, cols, labels = targets
+        logits = self.head(hidden[s.start:s.stop, :s.length][rows, cols]).float()
+        return F.cross_entropy(logits, labels, reduction="sum")
 
     def _autocast(self):
         if self.autocast is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``; to a GPU from pinned memory without waiting for the work queued there."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _segments(slots: list[int], shapes: list[tuple[int, int]]) -> list[Segment]:

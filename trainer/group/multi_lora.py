@@ -87,6 +87,8 @@ class LoraAdapter(nn.Module):
         self.lora_A = nn.Parameter(a)
         self.lora_B = nn.Parameter(b)
         self.scaling = scaling
+        # the same number on the adapter's device, for the batched path (no host-to-device copy per forward)
+        self.register_buffer("scale", torch.tensor(float(scaling), dtype=a.dtype, device=a.device), persistent=False)
         self.dropout = dropout
         self.generator = generator
 
@@ -145,10 +147,8 @@ class MultiLoraLinear(nn.Module):
             # a lone trial: exactly PEFT's `result = result + lora_B(lora_A(dropout(x))) * scaling`
             s = segments[0]
             return (result + self._adapter(s.slot)(self._cast(x, s.slot))).to(dtype)
-        for s in segments:
-            rows = self._cast(x[s.start:s.stop, :s.length], s.slot)
-            result[s.start:s.stop, :s.length] += self._adapter(s.slot)(rows)
-        return result.to(dtype)
+        deltas = [self._adapter(s.slot)(self._cast(x[s.start:s.stop, :s.length], s.slot)) for s in segments]
+        return (result + _assemble(result, segments, deltas)).to(dtype)
 
     def _adapter(self, slot: int) -> LoraAdapter:
         return self.adapters[str(slot)]
@@ -160,21 +160,48 @@ class MultiLoraLinear(nn.Module):
         """Two batched matmuls over all segments: rows padded to the longest segment, ranks to the largest."""
         adapters = [self._adapter(s.slot) for s in segments]
         rank = max(a.r for a in adapters)
-        rows = [a.drop(self._cast(x[s.start:s.stop], s.slot).flatten(0, -2)) for a, s in zip(adapters, segments, strict=True)]
+        rows = [self._dropped(a, x, s).flatten(0, -2) for a, s in zip(adapters, segments, strict=True)]
         stacked = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True) if len({len(r) for r in rows}) > 1 \
             else torch.stack(rows)
         a = torch.stack([F.pad(ad.lora_A, (0, 0, 0, rank - ad.r)) for ad in adapters])
         b = torch.stack([F.pad(ad.lora_B, (0, rank - ad.r)) for ad in adapters])
-        scaling = torch.tensor([ad.scaling for ad in adapters], device=x.device, dtype=a.dtype)
+        scaling = torch.stack([ad.scale for ad in adapters])
         delta = torch.bmm(torch.bmm(stacked, a.transpose(1, 2)), b.transpose(1, 2)) * scaling[:, None, None]
         n = segments[0].stop - segments[0].start
         if x.shape[0] == n * len(segments) and all(s.start == i * n and s.stop == s.start + n
                                                    for i, s in enumerate(segments)):
-            return result + delta.view(result.shape)  # the segments tile the batch in order: one add
-        for k, s in enumerate(segments):
-            piece = result[s.start:s.stop]
-            result[s.start:s.stop] += delta[k, :piece.shape[:-1].numel()].view(piece.shape)
-        return result
+            return result + delta.view(result.shape)  # the segments tile the batch in order: a view
+        shape = result.shape[1:]
+        pieces = [delta[k, :(s.stop - s.start) * shape[:-1].numel()].view(-1, *shape) for k, s in enumerate(segments)]
+        return result + _assemble(result, segments, pieces)
+
+    def _dropped(self, adapter: LoraAdapter, x: torch.Tensor, s: Segment) -> torch.Tensor:
+        """The segment's rows over the whole padded length, with the dropout masks a lone run draws
+        (over the trial's own length; the padding after it stays zero)."""
+        rows = self._cast(x[s.start:s.stop], s.slot)
+        if not adapter.dropout or not adapter.training:
+            return rows
+        return F.pad(adapter.drop(rows[:, :s.length]), (0, 0, 0, rows.shape[1] - s.length))
+
+
+def _assemble(result: torch.Tensor, segments: list[Segment], deltas: list[torch.Tensor]) -> torch.Tensor:
+    """One tensor shaped like ``result`` holding each segment's delta on its rows and zeros elsewhere.
+
+    Built with one ``torch.cat``: adding segment by segment in place would make autograd copy the
+    whole output once per segment in the backward (K segments, K full copies).
+    """
+    pieces, row = [], 0
+    length = result.shape[1]
+    dtype = torch.promote_types(result.dtype, deltas[0].dtype)  # as `result + delta` of a lone trial
+    for s, delta in zip(segments, deltas, strict=True):
+        if s.start > row:  # rows of trials without an adapter on this layer
+            pieces.append(result.new_zeros(s.start - row, *result.shape[1:], dtype=dtype))
+        delta = delta.to(dtype)
+        pieces.append(F.pad(delta, (0, 0, 0, length - delta.shape[1])) if delta.shape[1] < length else delta)
+        row = s.stop
+    if row < result.shape[0]:
+        pieces.append(result.new_zeros(result.shape[0] - row, *result.shape[1:], dtype=dtype))
+    return torch.cat(pieces)
 
 
 def _covers(segment: Segment, x: torch.Tensor) -> bool:

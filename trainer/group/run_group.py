@@ -77,11 +77,19 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
                            "a group shares one base")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.time()
-    model, tokenizer = load_model("transformers", first.model, device, first.training.seed)
-    model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
-    dtype = torch_dtype(first.model, device)
-    targets = sorted({t for spec in specs for t in spec.lora.target_modules})
-    trainer = GroupTrainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+    try:
+        model, tokenizer = load_model("transformers", first.model, device, first.training.seed)
+        model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
+        dtype = torch_dtype(first.model, device)
+        targets = sorted({t for spec in specs for t in spec.lora.target_modules})
+        trainer = GroupTrainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+    except Exception as error:  # no base, no group: every trial ends with the reason
+        traceback.print_exc()
+        result = Result(status="bad_input", reason=_last_line(error)) if isinstance(error, ValueError) \
+            else single._failure(error)
+        for folder in folders:
+            _end_unstarted(folder, result)
+        return [folder.result for folder in folders]
     group = GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began)
     queue = deque(folders)
     while queue or group.live:
@@ -240,6 +248,16 @@ class GroupRun:
             checkpoints.drop(self.live[member].spec)
         self.trainer.remove(member)
         self.live.pop(member).close(result)
+
+
+def _end_unstarted(folder: TrialFolder, result: Result) -> None:
+    """Record ``result`` for a trial that never joined (its folder's lock first, when it is ours to take)."""
+    try:
+        folder.open()
+    except Exception as error:
+        folder.result = single._failure(error)
+        return
+    folder.close(result)
 
 
 def _last_line(error: Exception) -> str:

@@ -28,15 +28,18 @@ def peft_model(base, r, alpha, rslora, seed):
     return get_peft_model(copy.deepcopy(base), config)
 
 
-def grouped(base, configs, matmul="loop", seed=3407):
-    """A copy of the base with one adapter per ``(r, alpha, rslora)``; B drawn at random so the adapters matter."""
+def grouped(base, configs, matmul="loop", seed=3407, dropout=0.0):
+    """A copy of the base with one adapter per ``(r, alpha, rslora)``; B drawn at random so the adapters matter;
+    with ``dropout``, each adapter draws its masks from its own generator and the model is in training mode."""
     model, routing = copy.deepcopy(base), Routing(matmul)
     layers = attach_multi_lora(model, TARGETS, routing)
     generator = torch.Generator().manual_seed(seed + 1)
     for slot, (r, alpha, rslora) in enumerate(configs):
+        masks = torch.Generator().manual_seed(100 + slot)
         for layer, (a, b) in zip(layers.values(), peft_init(layers, r, seed + slot), strict=True):
-            layer.add_adapter(slot, a, torch.randn(b.shape, generator=generator) * 0.1, lora_scaling(r, alpha, rslora))
-    return model, routing, layers
+            b = torch.randn(b.shape, generator=generator) * 0.1
+            layer.add_adapter(slot, a, b, lora_scaling(r, alpha, rslora), dropout, masks)
+    return model.train(dropout > 0), routing, layers
 
 
 def batch(rows, length, seed):
@@ -78,19 +81,19 @@ def test_a_lone_adapter_gives_peft_outputs_bit_for_bit(base):
     assert torch.equal(whole, theirs)
 
 
-def lone_and_stacked(base, matmul):
+def lone_and_stacked(base, matmul, dropout):
     """Logits and adapter gradients of three adapters: each on its own batch, then all in one stacked batch."""
     configs = [(4, 16, False), (16, 8, True), (8, 32, False)]
     batches = [batch(4, 40, 1), batch(5, 23, 2), batch(4, 31, 3)]
     alone = []
     for slot, (ids, mask) in enumerate(batches):
-        model, routing, layers = grouped(base, configs, matmul)
+        model, routing, layers = grouped(base, configs, matmul, dropout=dropout)
         with routing.route([Segment(slot, 0, len(ids), ids.shape[1])]):
             logits = model(input_ids=ids, attention_mask=mask).logits
         logits[mask.bool()].square().sum().backward()
         grads = [p.grad for layer in layers.values() for p in layer.adapters[str(slot)].parameters()]
         alone.append((logits[mask.bool()].detach(), grads))
-    model, routing, layers = grouped(base, configs, matmul)
+    model, routing, layers = grouped(base, configs, matmul, dropout=dropout)
     length = max(ids.shape[1] for ids, _ in batches)
     ids = torch.cat([torch.nn.functional.pad(i, (0, length - i.shape[1]), value=5) for i, _ in batches])
     mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for _, m in batches])
@@ -109,16 +112,29 @@ def lone_and_stacked(base, matmul):
                    for k, t in enumerate(together)]
 
 
-def test_each_adapter_sees_its_rows_as_if_alone_bit_for_bit(base):
-    alone, together = lone_and_stacked(base, "loop")
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_each_adapter_sees_its_rows_as_if_alone_bit_for_bit(base, dropout):
+    alone, together = lone_and_stacked(base, "loop", dropout)
     for (logits, grads), (logits_g, grads_g) in zip(alone, together, strict=True):
         assert torch.equal(logits, logits_g)
         assert all(torch.equal(g, h) for g, h in zip(grads, grads_g, strict=True))
 
 
-def test_batched_matmul_over_padded_ranks_agrees_to_rounding(base):
-    alone, together = lone_and_stacked(base, "bmm")
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_batched_matmul_over_padded_ranks_agrees_to_rounding(base, dropout):
+    alone, together = lone_and_stacked(base, "bmm", dropout)
     for (logits, grads), (logits_g, grads_g) in zip(alone, together, strict=True):
         torch.testing.assert_close(logits_g, logits, rtol=1e-5, atol=1e-5)
         for g, h in zip(grads, grads_g, strict=True):
             torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_draws_masks_in_training_only(base):
+    model, routing, _ = grouped(base, [(8, 16, False)], dropout=0.3)
+    ids, mask = batch(4, 20, seed=4)
+    with torch.no_grad(), routing.route([Segment(0, 0, 4, 20)]):
+        first, second = (model(input_ids=ids, attention_mask=mask).logits for _ in range(2))
+        model.eval()
+        third, fourth = (model(input_ids=ids, attention_mask=mask).logits for _ in range(2))
+    assert not torch.equal(first, second)
+    assert torch.equal(third, fourth)
