@@ -40,6 +40,7 @@ from sweep.trackers import check_trackers
 from sweep.trainer_process import cpu_threads_env
 from sweep.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
 from sweep.trial_loop import FINISHED, TrialLoop
+from sweep.warm_start import check_source, copied_count, warm_start
 
 # heartbeats and TPE's `group` are stable in use; Optuna still labels them experimental
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
@@ -65,6 +66,7 @@ def run_study(args) -> int:
     check_database_file(url, label)
     if not study_exists(url, study.name):  # every trial folder there is another study's
         refuse_foreign(study.path, study.name, folder, trial_folders(folder), label)
+    check_source(study, args.runs_dir, args.storage)
     record_rows_check = check_rows_fit(study, folder)
     os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     pruner, heartbeat = build_pruner(search.pruner), (execution.heartbeat_seconds, execution.stale_after_seconds)
@@ -77,6 +79,7 @@ def run_study(args) -> int:
             optuna_study = open_study(url, name, pruner=pruner, create=False, heartbeat=heartbeat, label=label)
         optuna_study = settle(optuna_study, study, pruner)
         ident = identity(optuna_study)
+        warm_start(optuna_study, study, args.runs_dir, args.storage)
         _check_trial_folders(optuna_study, study, folder, label)
         run_index = _join(optuna_study)
         _record_study_file(optuna_study, study, folder)
@@ -88,7 +91,9 @@ def run_study(args) -> int:
     finished = _count(optuna_study, FINISHED)
     if args.n_trials is not None:  # --n-trials: this run's total instead of the file's (see sweep.commands.run)
         count, more = args.n_trials
-        search.n_trials = finished + count if more else count
+        search.n_trials = finished + count if more else count + copied_count(optuna_study)
+    else:
+        search.n_trials += copied_count(optuna_study)  # a warm start's copies are not this study's own trials
     if finished >= search.n_trials:
         print(f"study {study.name} already has {finished} finished trials (n_trials: {search.n_trials}); nothing to do")
         return 0

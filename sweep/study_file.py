@@ -29,6 +29,15 @@ STUDY_NAME = re.compile(r"^(?!\.{1,2}$)[\w.-]+$")
 STUDY_NAME_RULE = "a study name is letters, digits, '_', '.' and '-', and not '.' or '..'"
 
 
+class WarmStart(Strict):
+    """An earlier study whose finished trials inform this one's sampler from the start."""
+
+    study: str = Field(pattern=r"^[\w.@-]+$", description="Name of the earlier study (its newest version is read).")
+    storage: str | None = Field(
+        None, description="Its storage URL. Default: this run's --storage, else RUNS_DIR/STUDY/study.db."
+    )
+
+
 class SearchConfig(Strict):
     """What to search and how."""
 
@@ -44,6 +53,9 @@ class SearchConfig(Strict):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="Optuna pruner.")
     enqueue: list[dict[str, float | int | bool]] = Field(
         default_factory=list, description="Configurations to try first, e.g. the current defaults."
+    )
+    warm_start: WarmStart | None = Field(
+        None, description="Copy an earlier study's finished trials that lie in this space first (not counted in n_trials)."
     )
 
     @model_validator(mode="after")

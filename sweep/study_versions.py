@@ -153,7 +153,7 @@ def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpa
         optuna.delete_study(study_name=name, storage=storage)
         new = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner)
     finished = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    copies = [c for c in (_copy(t, old.study_name, old_space, new_space) for t in finished) if c is not None]
+    copies = [c for c in (copy_into_space(t, old.study_name, old_space, new_space) for t in finished) if c is not None]
     new.add_trials(copies)
     set_system_attr(new, UID, uuid.uuid4().hex)
     set_system_attr(new, VERSION, version)
@@ -165,8 +165,10 @@ def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpa
     return new
 
 
-def _copy(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace) -> FrozenTrial | None:
-    """``trial`` re-expressed in the new space's distributions, or None if its configuration lies outside."""
+def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace,
+                    mark: str = COPIED_FROM) -> FrozenTrial | None:
+    """``trial`` re-expressed in the new space's distributions (user attr ``mark``: where it came from), or
+    None if its configuration lies outside the new space."""
     values = {name: getattr(old_space, name).value for name in SearchSpace.model_fields}
     values.update({k: v for k, v in trial.params.items() if k in values})
     values.update({k: trial.user_attrs[k] for k in ("lora_alpha", "use_rslora") if k in trial.user_attrs})
@@ -179,7 +181,7 @@ def _copy(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: 
         number=0, trial_id=0, state=trial.state, value=trial.value, values=None,
         datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
         params=replay.taken, distributions=replay.distributions,
-        user_attrs={**trial.user_attrs, COPIED_FROM: f"{old_name}#{trial.number}"},
+        user_attrs={**trial.user_attrs, mark: f"{old_name}#{trial.number}"},
         system_attrs=trial.system_attrs, intermediate_values=trial.intermediate_values,
     )
 
