@@ -2,9 +2,10 @@
 
 Shared by the trainer and by the orchestrator's pre-flight check (which must not import
 ``datasets``: only a folder saved with ``datasets`` needs it, and the orchestrator reads JSONL files
-only). A row is chat (``messages``: a list of ``{role, content}``), alpaca (``instruction``,
-optional ``input``, ``output``) or plain ``text``. Alpaca rows become a user/assistant conversation
-so that both get the same chat template and response-only loss.
+only). A row is chat (``messages``: a list of ``{role, content}``), ShareGPT (``conversations``: a
+list of ``{from, value}``, ``from`` one of human/gpt/system/...), alpaca (``instruction``, optional
+``input``, ``output``) or plain ``text``. ShareGPT and alpaca rows become user/assistant
+conversations, so all three get the same chat template and response-only loss.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 
 from trainer.spec import DataSpec
 
-FORMATS = ("chat", "alpaca", "text")
+FORMATS = ("chat", "sharegpt", "alpaca", "text")
 ROLES = {"system", "user", "assistant", "tool"}
+# ShareGPT's speakers as chat roles (axolotl's and LLaMA-Factory's readings of the format)
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "function_call": "assistant", "observation": "tool", "tool": "tool"}
 SAVED_DATASET_FILES = ("dataset_info.json", "state.json")  # what Dataset.save_to_disk writes beside the data
 SAVED_SPLITS_FILE = "dataset_dict.json"  # what DatasetDict.save_to_disk writes instead
 
@@ -99,6 +103,11 @@ def row_format(row: Any) -> str | None:
         isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
     ):
         return "chat" if any(m["role"] == "assistant" for m in messages) else None
+    turns = row.get("conversations")
+    if isinstance(turns, list) and turns and all(
+        isinstance(t, dict) and t.get("from") in SHAREGPT_ROLES and isinstance(t.get("value"), str) for t in turns
+    ):
+        return "sharegpt" if any(SHAREGPT_ROLES[t["from"]] == "assistant" for t in turns) else None
     if isinstance(row.get("instruction"), str) and isinstance(row.get("output"), str):
         return "alpaca" if isinstance(row.get("input", ""), (str, type(None))) else None
     if isinstance(row.get("text"), str) and row["text"]:
@@ -173,17 +182,29 @@ def _why_in_no_format(row: Any) -> str:
             if not isinstance(m.get("content"), str):
                 return f": messages[{i}].content is {type(m.get('content')).__name__}, not a string"
         return ": messages has no assistant turn, so nothing would be learned from it"
+    turns = row.get("conversations") if isinstance(row, dict) else None
+    if isinstance(turns, list) and turns:
+        for i, t in enumerate(turns):
+            if not isinstance(t, dict) or t.get("from") not in SHAREGPT_ROLES:
+                speaker = t.get("from") if isinstance(t, dict) else type(t).__name__
+                return (f": conversations[{i}].from {speaker!r} is not allowed; allowed: "
+                        f"{', '.join(sorted(SHAREGPT_ROLES))}")
+            if not isinstance(t.get("value"), str):
+                return f": conversations[{i}].value is {type(t.get('value')).__name__}, not a string"
+        return ": conversations has no gpt turn, so nothing would be learned from it"
     if isinstance(row, dict) and row.get("text") == "":
         return ": text is empty"
     keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-    return (" is in none of the formats chat (messages with an assistant turn), alpaca (instruction/input/output) "
-            f"or text; its keys are {keys}")
+    return (" is in none of the formats chat (messages with an assistant turn), sharegpt (conversations with "
+            f"from/value), alpaca (instruction/input/output) or text; its keys are {keys}")
 
 
 def as_messages(row: dict, fmt: str) -> list[dict[str, str]]:
-    """A chat or alpaca row as a list of messages."""
+    """A chat, ShareGPT or alpaca row as a list of messages."""
     if fmt == "chat":
         return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    if fmt == "sharegpt":
+        return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in row["conversations"]]
     prompt = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
 

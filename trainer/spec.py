@@ -50,8 +50,8 @@ class DataSpec(Strict):
         None, gt=0.0, lt=1.0, description="Fraction of the train rows split off as eval set, with split_seed."
     )
     split_seed: int = Field(42, description="Seed of the train/eval split.")
-    format: Literal["auto", "chat", "alpaca", "text"] = Field(
-        "auto", description="Row format: chat `messages`, alpaca `instruction`/`input`/`output`, or `text`."
+    format: Literal["auto", "chat", "sharegpt", "alpaca", "text"] = Field(
+        "auto", description="Row format: chat `messages`, sharegpt `conversations`, alpaca `instruction`/`output`, or `text`."
     )
     train_on_responses_only: bool | None = Field(
         None, description="Loss on assistant tokens only. Default: true for chat and alpaca rows, false for text."

@@ -106,3 +106,32 @@ def test_split_is_deterministic_and_disjoint():
     assert split_rows(rows, 0.1, seed=7) == (train, evaluation)
     assert {r["text"] for r in train}.isdisjoint({r["text"] for r in evaluation})
     assert split_rows(rows, 0.1, seed=8)[1] != evaluation
+
+
+SHAREGPT = {"conversations": [{"from": "system", "value": "Svara kort."}, {"from": "human", "value": "Hej!"},
+                              {"from": "gpt", "value": "Hej, hur mår du?"}]}
+
+
+def test_sharegpt_rows_become_the_same_conversation_as_chat_rows():
+    assert check_format([SHAREGPT], "t.jsonl") == "sharegpt"
+    assert as_messages(SHAREGPT, "sharegpt") == [{"role": "system", "content": "Svara kort."},
+                                                 {"role": "user", "content": "Hej!"},
+                                                 {"role": "assistant", "content": "Hej, hur mår du?"}]
+
+
+def test_a_sharegpt_speaker_that_is_not_known_is_named():
+    row = {"conversations": [{"from": "human", "value": "Hej"}, {"from": "bot", "value": "Hej"}]}
+    with pytest.raises(RowError, match=r"line 1: conversations\[1\]\.from 'bot' is not allowed; allowed: .*gpt"):
+        check_format([row], "t.jsonl", lines=[1])
+
+
+def test_sharegpt_rows_encode_to_the_tokens_of_the_same_chat_rows():
+    from transformers import AutoTokenizer
+
+    from tests.conftest import TINY_MODEL
+    from trainer.chat_data import encode_rows, set_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    set_chat_template(tokenizer, "llama-3", needs_template=True)
+    chat = {"messages": as_messages(SHAREGPT, "sharegpt")}
+    assert encode_rows(tokenizer, [SHAREGPT], "sharegpt", True, 128) == encode_rows(tokenizer, [chat], "chat", True, 128)
