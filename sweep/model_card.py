@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep.study_file import HUB_ID
+from sweep.model_source import HUB_ID
 from trainer.spec import TrialSpec
 
 TAGS = ["lora", "peft", "sft", "trl", "transformers", "lora-sweep", "optuna"]
