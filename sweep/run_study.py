@@ -64,10 +64,10 @@ def run_study(args) -> int:
     check_writable(folder, url, args.runs_dir, storage_given=bool(args.storage))
     label = storage_name(args, study)
     check_database_file(url, label)
+    record_rows_check = check_rows_fit(study, folder)
+    check_source(study, args.runs_dir, args.storage)
     if not study_exists(url, study.name):  # every trial folder there is another study's
         refuse_foreign(study.path, study.name, folder, trial_folders(folder), label)
-    check_source(study, args.runs_dir, args.storage)
-    record_rows_check = check_rows_fit(study, folder)
     os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     pruner, heartbeat = build_pruner(search.pruner), (execution.heartbeat_seconds, execution.stale_after_seconds)
     optuna_study = open_study(url, study.name, pruner=pruner, create=True, heartbeat=heartbeat, label=label)
