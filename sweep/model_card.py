@@ -12,6 +12,7 @@ import json
 import yaml
 
 from trainer.spec import TrialSpec
+from trainer.trial_folder import ADAPTER_SPEC_FILE
 
 TAGS = ["lora", "peft", "sft", "trl", "transformers", "lora-sweep", "optuna"]
 
@@ -61,7 +62,7 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
         "## How it was made\n\n| setting | value |\n| --- | --- |\n"
         + "".join(_row(name, value) for name, value in _settings(spec))
         + f"\nTraining data: `{spec.data.train}` (row format: {spec.data.format}). The complete trial spec is in "
-        "`trial_spec.json` beside this card.\n\n"
+        f"`{ADAPTER_SPEC_FILE}` beside this card.\n\n"
         f"## Usage\n\n{usage}"
     )
 

@@ -38,12 +38,12 @@ from sweep.trial_artifacts import artifact_store, attach_trial_files
 from sweep.warm_trainers import WarmTrainerPool
 from trainer.events import Evaluation, Progress, Result, Setup
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
+from trainer.trial_folder import CHECKPOINT_DIR, EVENTS_FILE, SPEC_FILE, STOP_FILE, adapter_complete
 
 POLL_SECONDS = 0.2
 PRUNE_GRACE_SECONDS = 60
 INTERRUPT_GRACE_SECONDS = 2.0  # SIGTERM, then SIGKILL: Ctrl-C must end the run within a few seconds
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # user attr "worker": which orchestrator ran a trial
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class TrialFailed(Exception):
@@ -131,7 +131,7 @@ class Objective:
                     spec.training = t.model_copy(update={"per_device_train_batch_size": half,
                                                          "gradient_accumulation_steps": t.gradient_accumulation_steps * 2})
                     spec.resume, halved = False, True
-                    shutil.rmtree(spec.out / "checkpoints", ignore_errors=True)
+                    shutil.rmtree(spec.out / CHECKPOINT_DIR, ignore_errors=True)
                 else:
                     break
         finally:
@@ -148,9 +148,9 @@ class Objective:
             raise Interrupted() from None
 
     def _run_once(self, trial: optuna.Trial, spec: TrialSpec, lease: Lease) -> Result:
-        spec_path = spec.out / "spec.json"
+        spec_path = spec.out / SPEC_FILE
         spec.write(spec_path)
-        for stale in ("STOP", "events.jsonl"):
+        for stale in (STOP_FILE, EVENTS_FILE):
             (spec.out / stale).unlink(missing_ok=True)
         if self.warm is not None:
             process = self.warm.start_trial(spec.out, spec_path, lease.env())
@@ -227,7 +227,7 @@ class Objective:
                 trial.set_user_attr(key, value)
         if result.samples:
             trial.set_user_attr("samples", result.samples)
-        if result.status == "ok" and not _adapter_complete(Path(result.adapter_path or "")):
+        if result.status == "ok" and not (result.adapter_path and adapter_complete(result.adapter_path)):
             result = Result(status="error", reason=f"crash: the trainer reported an adapter at {result.adapter_path} "
                                                    "that is missing or incomplete")
         if result.status == "ok":
@@ -257,7 +257,3 @@ class Objective:
         self.stopping.set()
         self.pool.wake()
 
-
-def _adapter_complete(path: Path) -> bool:
-    """Whether ``path`` holds a PEFT adapter: its config and its weights."""
-    return (path / "adapter_config.json").is_file() and any((path / name).is_file() for name in ADAPTER_FILES)

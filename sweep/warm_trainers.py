@@ -21,12 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-from sweep.trainer_process import LOG_FILE, PROJECT_ROOT, child_env, kill_group, last_line, trial_env
-from trainer.callbacks_contract import STOP_FILE
-from trainer.events import EVENTS_FILE, EventReader
+from sweep.trainer_process import PROJECT_ROOT, child_env, kill_group, last_line, trial_env
+from trainer.env_contract import DEVICE_ENV
+from trainer.events import EventReader
+from trainer.trial_folder import EVENTS_FILE, LOG_FILE, STOP_FILE
 
 _RESULT_MARK = b'"event":"result"'
-DEVICE_ENV = "CUDA_VISIBLE_DEVICES"
 
 
 class WarmTrainer:

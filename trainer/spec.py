@@ -9,10 +9,12 @@ and a trial spec read alike. This module imports pydantic only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+DTYPES = get_args(Dtype)  # also the choices of a merged model's dtype (trainer.merge, sweep export)
 SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -33,7 +35,7 @@ class ModelSpec(Strict):
     chat_template: Literal["model", "llama-3"] = Field(
         "model", description="'model' uses the tokenizer's own template; 'llama-3' sets the Llama-3 chat format."
     )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+    dtype: Dtype = Field(
         "auto", description="Compute dtype. 'auto': bfloat16 where the GPU supports it, float32 on CPU."
     )
 

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.process_guard import exit_with_parent
     from trainer.resident_base import ResidentBase, allocated_mb
     from trainer.run_trial import main as run_trial
+    from trainer.trial_folder import LOG_FILE
 
     exit_with_parent()
     backend, device = choose_backend(args.backend)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             exits = result.status not in ("ok", "stopped") or leaked > args.max_leak_mb or count >= args.max_trials
             return result.model_copy(update={"worker_exits": exits, "gpu_leak_mb": round(leaked, 1)})
 
-        with output_to(spec_path.parent / "trainer.log"):
+        with output_to(spec_path.parent / LOG_FILE):
             print(f"worker {os.getpid()}: trial {count} of this worker", flush=True)
             code = run_trial(spec_path, started=time.time(), before_result=settle, resident=resident)
         if exits:

@@ -19,6 +19,9 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from trainer.env_contract import FAULT_ENV
+from trainer.trial_folder import CHECKPOINT_DIR, EVENTS_FILE
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATA = ROOT / "studies" / "data" / "demo"
 
@@ -57,7 +60,7 @@ def sweep_env(**extra: str) -> dict[str, str]:
     """The environment of a sweep subprocess: this checkout first on the path, one thread per trainer
     (several trainers share the CI machine's two cores)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("SWEEP_TEST_FAULT", None)  # faults only where a test asks for them
+    env.pop(FAULT_ENV, None)  # faults only where a test asks for them
     return {**env, **extra}
 
 
@@ -91,11 +94,11 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
 
 def checkpoint_saved(trial_dir: Path, step: int) -> bool:
     """Whether the trial folder holds a complete checkpoint of ``step``."""
-    return (trial_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
+    return (trial_dir / CHECKPOINT_DIR / f"checkpoint-{step}" / "trainer_state.json").is_file()
 
 
 def events(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "events.jsonl"
+    path = trial_dir / EVENTS_FILE
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]

@@ -7,8 +7,9 @@ import json
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
-from sweep.trial_artifacts import SAMPLES_FILE, write_samples
+from sweep.trial_artifacts import write_samples
 from trainer.spec import TrialSpec
+from trainer.trial_folder import SAMPLES_FILE
 
 
 def _read_artifact(store, meta, tmp_path) -> str:

@@ -20,6 +20,7 @@ from tests.sweep.live_study import (
     sweep_env,
     write_study,
 )
+from trainer.trial_folder import EVENTS_FILE
 
 
 def edit(study_file, change) -> None:
@@ -30,7 +31,7 @@ def edit(study_file, change) -> None:
 
 def run_trainer(spec_path):
     """``python -m trainer SPEC``: the trainer alone, as a worker runs it; returns its events."""
-    (spec_path.parent / "events.jsonl").unlink(missing_ok=True)  # as the orchestrator does before a start
+    (spec_path.parent / EVENTS_FILE).unlink(missing_ok=True)  # as the orchestrator does before a start
     done = subprocess.run([sys.executable, "-m", "trainer", str(spec_path)], cwd=ROOT, env=sweep_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

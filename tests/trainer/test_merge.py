@@ -17,5 +17,5 @@ def test_merge_of_a_folder_that_is_no_adapter_is_a_one_line_error(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"error: {tmp_path / 'adapter'}: not a trial's adapter folder "
-                                        "(needs adapter_config.json and trial_spec.json)"]
+                                        "(needs adapter_config.json, adapter_model.safetensors and trial_spec.json)"]
     assert not (tmp_path / "out").exists()
