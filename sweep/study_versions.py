@@ -30,7 +30,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import UserError
-from sweep.optuna_internals import set_system_attr, storage_of, system_attrs
+from sweep.optuna_internals import contains, set_system_attr, storage_of, system_attrs
 from sweep.search_space import SearchSpace
 from sweep.study_file import Study
 
@@ -200,7 +200,7 @@ class _Replay:
 
     def _take(self, name, distribution):
         value = self.params[name]
-        if not distribution._contains(distribution.to_internal_repr(value)):
+        if not contains(distribution, value):
             raise ValueError(f"{name}={value!r} is outside {distribution}")
         self.taken[name], self.distributions[name] = value, distribution
         return value

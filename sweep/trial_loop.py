@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from sweep.errors import UserError
 from sweep.objective import Interrupted, TrialFailed
+from sweep.optuna_internals import storage_of, trial_id
 from sweep.retries import fail_stale_trials, requeue
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -90,9 +91,9 @@ class TrialLoop:
             if self.stopping.is_set() or self.draining.is_set() or finished + running >= self.n_trials:
                 return None
             trial = self.study.ask()
-            self.study._storage.record_heartbeat(trial._trial_id)
+            storage_of(self.study).record_heartbeat(trial_id(trial))
         with self._lock:
-            self._running.add(trial._trial_id)
+            self._running.add(trial_id(trial))
         return trial
 
     def _run(self, trial: optuna.Trial) -> None:
@@ -105,18 +106,18 @@ class TrialLoop:
             self._count_failure()
         except Interrupted:
             self._tell(trial, TrialState.FAIL)
-            requeue(self.study, self.study._storage.get_trial(trial._trial_id), self.max_retries)
+            requeue(self.study, storage_of(self.study).get_trial(trial_id(trial)), self.max_retries)
         except BaseException as error:  # UserError (bad input) or a bug: fail the trial, stop, report
             if not isinstance(error, UserError):
-                self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                                        f"crash: orchestrator: {type(error).__name__}: {error}")
+                storage_of(self.study).set_trial_user_attr(trial_id(trial), "fail_reason",
+                                                           f"crash: orchestrator: {type(error).__name__}: {error}")
             self._tell(trial, TrialState.FAIL)
             self._stop_with(error)
         else:
             self._tell(trial, TrialState.COMPLETE, value)
         finally:
             with self._lock:
-                self._running.discard(trial._trial_id)
+                self._running.discard(trial_id(trial))
 
     def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
         # skip_if_finished: another worker may have failed it as stale (this one looked dead for a while)
@@ -145,8 +146,8 @@ class TrialLoop:
         while not self._done.wait(self.heartbeat_seconds):
             with self._lock:
                 running = list(self._running)
-            for trial_id in running:
+            for running_id in running:
                 try:
-                    self.study._storage.record_heartbeat(trial_id)
+                    storage_of(self.study).record_heartbeat(running_id)
                 except Exception:  # storage briefly unreachable: the next beat tries again
                     pass
