@@ -16,6 +16,7 @@ from pathlib import Path
 from sweep.errors import UserError
 from sweep.model_card import adapter_card, merged_card
 from sweep.trainer_process import child_env
+from sweep.trial_attrs import ADAPTER_PATH
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE, adapter_complete
 
@@ -52,7 +53,7 @@ def complete_count(optuna_study) -> int:
 
 def trial_adapter(trial) -> Path:
     """The trial's adapter folder, which must still be on disk."""
-    path = trial.user_attrs.get("adapter_path")
+    path = trial.user_attrs.get(ADAPTER_PATH)
     if not path or not adapter_complete(path):
         raise UserError(f"trial #{trial.number}: its adapter folder {path} is missing or incomplete "
                         "(was the runs folder moved or cleaned?)")

@@ -11,6 +11,7 @@ import json
 
 import yaml
 
+from sweep import trial_attrs as attrs
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE
 
@@ -42,8 +43,8 @@ def merged_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_com
 
 def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int, library: str, kind: str,
           usage: str, extra_tags: list[str] | None = None) -> str:
-    attrs = trial.user_attrs
-    backend = attrs.get("backend") or spec.backend
+    recorded = trial.user_attrs
+    backend = recorded.get(attrs.BACKEND) or spec.backend
     tags = [*TAGS, *(extra_tags or []), *(["unsloth"] if backend == "unsloth" else [])]
     front = yaml.safe_dump({"base_model": spec.model.name_or_path, "library_name": library,
                             "pipeline_tag": "text-generation", "tags": tags}, sort_keys=False)
@@ -56,8 +57,8 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
         f"Fine-tuned with LoRA by lora-sweep in the Optuna study `{study_name}`: "
         f"trial #{trial.number}, {rank}.\n\n"
         f"## Results\n\n| metric | value |\n| --- | --- |\n| eval loss | {trial.value:.4f} |\n"
-        + _row("train loss", attrs.get("train_loss")) + _row("training steps", attrs.get("steps"))
-        + _row("training seconds", attrs.get("train_seconds")) + _row("backend", backend)
+        + _row("train loss", recorded.get(attrs.TRAIN_LOSS)) + _row("training steps", recorded.get(attrs.STEPS))
+        + _row("training seconds", recorded.get(attrs.TRAIN_SECONDS)) + _row("backend", backend)
         + f"\nEval set: `{eval_set}`.\n\n"
         "## How it was made\n\n| setting | value |\n| --- | --- |\n"
         + "".join(_row(name, value) for name, value in _settings(spec))

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import optuna
 
+from sweep import trial_attrs as attrs
 from sweep.errors import UserError
 from sweep.eval_reporter import EvalReporter
 from sweep.gpu_slots import Lease, PoolStopped, SlotPool
 from sweep.progress import ProgressView
 from sweep.repeats import earlier_trial, repeat_outcome
-from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.study_versions import Identity
 from sweep.trainer_process import TrainerProcess
@@ -43,7 +43,7 @@ from trainer.trial_folder import CHECKPOINT_DIR, EVENTS_FILE, SPEC_FILE, STOP_FI
 POLL_SECONDS = 0.2
 PRUNE_GRACE_SECONDS = 60
 INTERRUPT_GRACE_SECONDS = 2.0  # SIGTERM, then SIGKILL: Ctrl-C must end the run within a few seconds
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # user attr "worker": which orchestrator ran a trial
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which orchestrator ran a trial
 
 
 class TrialFailed(Exception):
@@ -72,22 +72,22 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = self.study.config.search.params.sample(trial)
-        trial.set_user_attr("lora_alpha", values["lora_alpha"])
-        trial.set_user_attr("use_rslora", values["use_rslora"])
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr(attrs.LORA_ALPHA, values["lora_alpha"])
+        trial.set_user_attr(attrs.USE_RSLORA, values["use_rslora"])
+        trial.set_user_attr(attrs.WORKER, WORKER)
         earlier = earlier_trial(trial)
         if earlier is not None:  # the same seeded run already ran: training it again would only repeat it
             self.progress.trial_finished(trial.number, earlier.state.name, earlier.value,
                                          f"same as trial {earlier.number}, not trained again")
             return repeat_outcome(trial, earlier)
         trial_dir = self.trial_dir(trial)
-        trial.set_user_attr("trial_dir", str(trial_dir))
+        trial.set_user_attr(attrs.TRIAL_DIR, str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)
         return self._run_placed(trial, spec)
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         """The trial's folder; a retry of an interrupted trial reuses the original's, to resume its checkpoint."""
-        number = trial.user_attrs.get(RETRY_OF, trial.number)
+        number = trial.user_attrs.get(attrs.RETRY_OF, trial.number)
         path = self.folder / "trials" / f"{self.identity.trial_prefix}{number:05d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -112,20 +112,20 @@ class Objective:
         try:
             while True:
                 placements.append(lease.describe())
-                trial.set_user_attr("placements", placements)
+                trial.set_user_attr(attrs.PLACEMENTS, placements)
                 result = self._run_once(trial, spec, lease)
                 if result.status != "oom":
                     break
                 t = spec.training
                 if lease.shared and not lease.exclusive:
-                    trial.set_user_attr("oom_replaced", f"out of memory beside other trials on device {lease.device}: "
+                    trial.set_user_attr(attrs.OOM_REPLACED, f"out of memory beside other trials on device {lease.device}: "
                                                         "placed again with a device to itself")
                     self.pool.release(lease)
                     lease = None
                     lease = self._acquire(trial, exclusive=True)
                 elif not halved and t.per_device_train_batch_size > 1:
                     half = t.per_device_train_batch_size // 2
-                    trial.set_user_attr("oom_retry", f"micro-batch {t.per_device_train_batch_size} -> {half}, "
+                    trial.set_user_attr(attrs.OOM_RETRY, f"micro-batch {t.per_device_train_batch_size} -> {half}, "
                                                      f"gradient accumulation {t.gradient_accumulation_steps} -> "
                                                      f"{t.gradient_accumulation_steps * 2}")
                     spec.training = t.model_copy(update={"per_device_train_batch_size": half,
@@ -144,7 +144,7 @@ class Objective:
         try:
             return self.pool.acquire(exclusive=exclusive)
         except PoolStopped:
-            trial.set_user_attr("fail_reason", "interrupted")
+            trial.set_user_attr(attrs.FAIL_REASON, attrs.INTERRUPTED)
             raise Interrupted() from None
 
     def _run_once(self, trial: optuna.Trial, spec: TrialSpec, lease: Lease) -> Result:
@@ -156,7 +156,7 @@ class Objective:
             process = self.warm.start_trial(spec.out, spec_path, lease.env())
         else:
             process = TrainerProcess(spec.out, spec_path, lease.env())
-        trial.set_user_attr("log_path", str(process.log_path))
+        trial.set_user_attr(attrs.LOG_PATH, str(process.log_path))
         self.progress.trial_started(trial.number, spec.params)
         try:
             return self._follow(trial, spec, process)
@@ -173,9 +173,9 @@ class Objective:
             exited = process.poll() is not None
             for event in process.events.read_new():
                 if isinstance(event, Setup):
-                    trial.set_user_attr("backend", event.backend)
-                    trial.set_user_attr("device", event.device)
-                    trial.set_user_attr("resumed_from_step", event.resumed_from_step)
+                    trial.set_user_attr(attrs.BACKEND, event.backend)
+                    trial.set_user_attr(attrs.DEVICE, event.device)
+                    trial.set_user_attr(attrs.RESUMED_FROM_STEP, event.resumed_from_step)
                     self.progress.trial_step(trial.number, 0, event.total_steps)
                 elif isinstance(event, Progress):
                     self.progress.trial_step(trial.number, event.step, event.total_steps)
@@ -189,20 +189,20 @@ class Objective:
                 break
             if self.stopping.is_set():
                 process.kill(grace_seconds=INTERRUPT_GRACE_SECONDS)
-                trial.set_user_attr("fail_reason", "interrupted")
+                trial.set_user_attr(attrs.FAIL_REASON, attrs.INTERRUPTED)
                 raise Interrupted()
             if timeout and time.time() - process.started > timeout * 60:
                 process.kill()
-                trial.set_user_attr("fail_detail", f"still running after the time limit of {timeout:g} min")
+                trial.set_user_attr(attrs.FAIL_DETAIL, f"still running after the time limit of {timeout:g} min")
                 return Result(status="error", reason="timeout")
             if pruned_at and time.time() - pruned_at > PRUNE_GRACE_SECONDS:
                 process.kill()
                 break
             time.sleep(POLL_SECONDS)
-        trial.set_user_attr("exit_status", process.poll())
-        trial.set_user_attr("wall_seconds", round(time.time() - process.started, 2))
+        trial.set_user_attr(attrs.EXIT_STATUS, process.poll())
+        trial.set_user_attr(attrs.WALL_SECONDS, round(time.time() - process.started, 2))
         if self.stopping.is_set() and (result is None or result.status != "ok"):
-            trial.set_user_attr("fail_reason", "interrupted")
+            trial.set_user_attr(attrs.FAIL_REASON, attrs.INTERRUPTED)
             raise Interrupted()
         if pruned_at is not None:
             return result if result and result.status == "stopped" else Result(status="stopped", reason="pruned")
@@ -214,24 +214,23 @@ class Objective:
     def _died(trial: optuna.Trial, process: TrainerProcess) -> Result:
         """The result of a trainer that ended without reporting one (killed, or broken before it could)."""
         code, last = process.poll(), process.last_log_line()
-        trial.set_user_attr("fail_detail", f"trainer exited with code {code}; last log line: {last}")
+        trial.set_user_attr(attrs.FAIL_DETAIL, f"trainer exited with code {code}; last log line: {last}")
         if code is not None and code < 0:
             return Result(status="error", reason=f"crash: trainer killed by {signal.Signals(-code).name}")
         return Result(status="error", reason=f"crash: {last or f'trainer exited with code {code}'}")
 
     def _conclude(self, trial: optuna.Trial, result: Result) -> float:
-        for key in ("train_loss", "tokens_per_second", "peak_memory_mb", "train_seconds", "train_tokens", "steps",
-                    "backend"):
+        for key in attrs.RESULT_FIELDS:
             value = getattr(result, key)
             if value is not None:
                 trial.set_user_attr(key, value)
         if result.samples:
-            trial.set_user_attr("samples", result.samples)
+            trial.set_user_attr(attrs.SAMPLES, result.samples)
         if result.status == "ok" and not (result.adapter_path and adapter_complete(result.adapter_path)):
             result = Result(status="error", reason=f"crash: the trainer reported an adapter at {result.adapter_path} "
                                                    "that is missing or incomplete")
         if result.status == "ok":
-            trial.set_user_attr("adapter_path", result.adapter_path)
+            trial.set_user_attr(attrs.ADAPTER_PATH, result.adapter_path)
             self.progress.trial_finished(trial.number, "COMPLETE", result.eval_loss)
             return result.eval_loss
         if result.status == "stopped":
@@ -239,9 +238,9 @@ class Objective:
             raise optuna.TrialPruned()
         reason = result.reason or result.status
         if result.status == "oom":
-            trial.set_user_attr("fail_detail", reason)
+            trial.set_user_attr(attrs.FAIL_DETAIL, reason)
             reason = "oom"
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(attrs.FAIL_REASON, reason)
         self.progress.trial_finished(trial.number, "FAIL", None, reason)
         if result.status == "bad_input":
             raise UserError(f"{self.study.path}: trial {trial.number} cannot run: {reason}")

@@ -22,9 +22,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.optuna_internals import enqueued_params, heartbeat_tables, rdb_engine, stale_trial_ids, storage_of, study_id
-
-RETRY_OF = "retry_of"  # user attr: number of the original trial whose folder (and checkpoint) a retry uses
-RETRIES = "retries"  # user attr: how many times the original trial's parameters have been retried
+from sweep.trial_attrs import FAIL_REASON, RETRIES, RETRY_OF
 
 
 def requeue(optuna_study: optuna.Study, trial: FrozenTrial, max_retries: int) -> bool:
@@ -49,7 +47,7 @@ def fail_stale_trials(optuna_study: optuna.Study, grace_seconds: int, max_retrie
         trial = storage.get_trial(trial_id)
         reason = f"stale: no heartbeat for over {grace_seconds} s (its worker was killed or lost)"
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:

@@ -33,6 +33,7 @@ from sweep.study_gate import StudyGate
 from sweep.study_runs import storage_url
 from sweep.study_versions import RUNS_STARTED, identity, latest, settle, version_uids
 from sweep.trainer_process import cpu_threads_env
+from sweep.trial_attrs import CONFIG, STUDY_FILE, TRIAL_DIR
 from sweep.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
 from sweep.trial_loop import FINISHED, TrialLoop
 
@@ -118,9 +119,9 @@ def _check_trial_folders(optuna_study, study: Study, folder, url: str) -> None:
     if not folders:
         return
     storage = storage_of(optuna_study)
-    known = {t.user_attrs.get("trial_dir") for t in optuna_study.get_trials(deepcopy=False)}
+    known = {t.user_attrs.get(TRIAL_DIR) for t in optuna_study.get_trials(deepcopy=False)}
     if optuna_study.study_name != study.name:  # folders made before study ids are the first version's
-        known |= {t.user_attrs.get("trial_dir") for t in storage.get_all_trials(storage.get_study_id_from_name(study.name),
+        known |= {t.user_attrs.get(TRIAL_DIR) for t in storage.get_all_trials(storage.get_study_id_from_name(study.name),
                                                                                   deepcopy=False)}
     refuse_foreign(study.path, study.name, folder, foreign_folders(folders, version_uids(storage, study.name), known),
                    url)
@@ -148,8 +149,8 @@ def _record_study_file(optuna_study, study: Study, folder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     resolved = study.config.model_dump_json(indent=2)
     (folder / "study.resolved.json").write_text(resolved + "\n")
-    optuna_study.set_user_attr("study_file", str(study.path))
-    optuna_study.set_user_attr("config", study.config.model_dump(mode="json"))
+    optuna_study.set_user_attr(STUDY_FILE, str(study.path))
+    optuna_study.set_user_attr(CONFIG, study.config.model_dump(mode="json"))
 
 
 def _install_signal_handlers(objective: Objective):

@@ -23,6 +23,7 @@ from sweep.errors import UserError
 from sweep.objective import Interrupted, TrialFailed
 from sweep.optuna_internals import storage_of, trial_id
 from sweep.retries import fail_stale_trials, requeue
+from sweep.trial_attrs import FAIL_REASON
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WAIT_SECONDS = 1.0  # how often an idle thread looks again for a trial to run
@@ -109,7 +110,7 @@ class TrialLoop:
             requeue(self.study, storage_of(self.study).get_trial(trial_id(trial)), self.max_retries)
         except BaseException as error:  # UserError (bad input) or a bug: fail the trial, stop, report
             if not isinstance(error, UserError):
-                storage_of(self.study).set_trial_user_attr(trial_id(trial), "fail_reason",
+                storage_of(self.study).set_trial_user_attr(trial_id(trial), FAIL_REASON,
                                                            f"crash: orchestrator: {type(error).__name__}: {error}")
             self._tell(trial, TrialState.FAIL)
             self._stop_with(error)

@@ -7,6 +7,7 @@ import datetime as dt
 from rich.table import Table
 
 from sweep.progress import format_params
+from sweep.trial_attrs import ADAPTER_PATH, FAIL_REASON
 
 
 def trial_record(trial) -> dict:
@@ -32,6 +33,6 @@ def trials_table(records: list[dict], title: str) -> Table:
         attrs = r["user_attrs"]
         value = f"{r['value']:.4f}" if r["value"] is not None else "-"
         duration = f"{r['duration_seconds']:.0f}s" if r["duration_seconds"] is not None else "-"
-        where = attrs.get("adapter_path") or attrs.get("fail_reason") or ""
+        where = attrs.get(ADAPTER_PATH) or attrs.get(FAIL_REASON) or ""
         table.add_row(str(r["number"]), r["state"], format_params(r["params"]), value, duration, where)
     return table

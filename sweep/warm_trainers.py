@@ -23,10 +23,8 @@ from pathlib import Path
 
 from sweep.trainer_process import PROJECT_ROOT, child_env, kill_group, last_line, trial_env
 from trainer.env_contract import DEVICE_ENV
-from trainer.events import EventReader
+from trainer.events import EventReader, Result
 from trainer.trial_folder import EVENTS_FILE, LOG_FILE, STOP_FILE
-
-_RESULT_MARK = b'"event":"result"'
 
 
 class WarmTrainer:
@@ -66,7 +64,9 @@ class WorkerTrial:
         self.worker = worker
         self.trial_dir = Path(trial_dir)
         self.log_path = self.trial_dir / LOG_FILE
-        self.events = EventReader(self.trial_dir / EVENTS_FILE)
+        self.events = EventReader(self.trial_dir / EVENTS_FILE)  # the objective's
+        self._watch = EventReader(self.trial_dir / EVENTS_FILE)  # this handle's own, for the result
+        self._result: Result | None = None
         self.killed = False
         self.started = time.time()
         worker.submit(spec_path, env)
@@ -77,9 +77,15 @@ class WorkerTrial:
 
     def poll(self) -> int | None:
         """0 once the trial's result is written; the worker's exit code if it died first; else None."""
-        if _result_line(self.trial_dir / EVENTS_FILE) is not None:
+        if self.result() is not None:
             return 0
         return self.worker.popen.poll()
+
+    def result(self) -> Result | None:
+        """The trial's result event, once the worker has written it."""
+        if self._result is None:
+            self._result = next((e for e in self._watch.read_new() if isinstance(e, Result)), None)
+        return self._result
 
     def request_stop(self) -> None:
         (self.trial_dir / STOP_FILE).touch()
@@ -128,8 +134,8 @@ class WarmTrainerPool:
     def finished(self, trial: WorkerTrial) -> None:
         """Return the worker for reuse, or replace it if it was killed, died or announced its exit."""
         worker = trial.worker
-        result = _result_line(trial.trial_dir / EVENTS_FILE)
-        reusable = not trial.killed and worker.alive() and result is not None and not result.get("worker_exits")
+        result = trial.result()
+        reusable = not trial.killed and worker.alive() and result is not None and not result.worker_exits
         if not reusable and worker.alive() and (trial.killed or result is None):
             worker.kill(grace_seconds=2.0)
         if not reusable and self.stopping.is_set():
@@ -145,19 +151,3 @@ class WarmTrainerPool:
         for worker in workers:
             worker.kill(grace_seconds=2.0)
 
-
-def _result_line(events_path: Path) -> dict | None:
-    """The trial's result event, if written."""
-    try:
-        with events_path.open("rb") as f:
-            f.seek(max(0, events_path.stat().st_size - 65536))
-            tail = f.read()
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        if _RESULT_MARK in line:
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None

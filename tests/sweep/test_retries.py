@@ -9,8 +9,9 @@ import time
 from optuna.trial import TrialState
 
 from sweep.optuna_internals import enqueued_params, storage_of, trial_id
-from sweep.retries import RETRIES, RETRY_OF, fail_stale_trials, requeue
+from sweep.retries import fail_stale_trials, requeue
 from sweep.storage import open_study
+from sweep.trial_attrs import RETRIES, RETRY_OF
 
 GRACE = 1
 
