@@ -90,10 +90,9 @@ def run_study(args) -> int:
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
                          max_consecutive_failures=execution.max_consecutive_failures)
-        if objective.warm is not None:
-            for device, k in capacity.items():
-                for _ in range(min(k, search.n_trials - finished)):
-                    objective.warm.prewarm(device)
+        for device, k in capacity.items():
+            for _ in range(min(k, search.n_trials - finished)):
+                objective.launcher.prewarm(device)
         restore = _install_signal_handlers(objective)
         try:
             loop.run()

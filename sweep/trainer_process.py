@@ -74,7 +74,7 @@ def last_line(log_path: Path) -> str:
 
 
 class TrainerProcess:
-    """A running trainer for one trial folder."""
+    """A running trainer for one trial folder: the cold launcher's :class:`~sweep.trainer_launch.TrainerHandle`."""
 
     def __init__(self, trial_dir: Path, spec_path: Path, env: dict[str, str] | None = None) -> None:
         self.trial_dir = Path(trial_dir)

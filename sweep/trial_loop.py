@@ -20,10 +20,10 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
-from sweep.objective import Interrupted, TrialFailed
 from sweep.optuna_internals import storage_of, trial_id
 from sweep.retries import fail_stale_trials, requeue
 from sweep.trial_attrs import FAIL_REASON
+from sweep.trial_outcome import Interrupted, TrialFailed
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WAIT_SECONDS = 1.0  # how often an idle thread looks again for a trial to run

@@ -5,8 +5,9 @@ GPU, ``import unsloth`` alone takes 30 to 40 s). Workers are kept per device (``
 is fixed when a process starts); a trial is handed to an idle one as a JSON line on its stdin: the
 ``spec.json`` path and the trial's own environment variables.
 
-:class:`WorkerTrial` gives the objective the same handle as :class:`~sweep.trainer_process.TrainerProcess`
-(poll, events, request_stop, kill), "finished" meaning the trial's result was written. A worker that
+:class:`WarmTrainerPool` is one of the two launchers of :mod:`sweep.trainer_launch`, and
+:class:`WorkerTrial` its :class:`~sweep.trainer_launch.TrainerHandle` (poll, events, request_stop,
+kill), "finished" meaning the trial's result was written. A worker that
 was killed, died, or announced in the result that it exits (unclean trial, leaked GPU memory, trial
 quota used) is not reused: a replacement is started at once, so it imports while the next trial is
 being sampled.
@@ -58,7 +59,7 @@ class WarmTrainer:
 
 
 class WorkerTrial:
-    """A trial running in a warm worker, with the interface of :class:`TrainerProcess`."""
+    """A trial running in a warm worker: a :class:`~sweep.trainer_launch.TrainerHandle`."""
 
     def __init__(self, worker: WarmTrainer, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
         self.worker = worker
@@ -99,7 +100,7 @@ class WorkerTrial:
 
 
 class WarmTrainerPool:
-    """Idle warm workers per device; thread-safe."""
+    """Idle warm workers per device, a :class:`~sweep.trainer_launch.Launcher`; thread-safe."""
 
     def __init__(self, folder: Path, backend: str, max_trials: int, max_leak_mb: float,
                  stopping: threading.Event) -> None:
