@@ -22,10 +22,6 @@ EXIT_CODES = {"ok": 0, "stopped": 0, "error": 1, "bad_input": 2, "oom": 3}
 FOLDER_WAIT_SECONDS = 60  # a killed previous trainer of this folder is gone well within this
 
 
-class BadInput(ValueError):
-    """A problem with the study's inputs (data, model, template), not a bug."""
-
-
 def main(spec_path: Path, started: float | None = None, before_result=None, resident=None) -> int:
     """Run the trial of ``spec_path``; returns the exit code.
 
@@ -65,7 +61,7 @@ def _failure(error: Exception) -> Result:
     from trainer.rows import RowError
 
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    if isinstance(error, (BadInput, ModelLoadError, TemplateError, RowError)):
+    if isinstance(error, (ModelLoadError, TemplateError, RowError)):
         return Result(status="bad_input", reason=text)
     if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":
         return Result(status="oom", reason=f"oom: {text}")
@@ -81,6 +77,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
 
     from trainer.callbacks import EventCallback
     from trainer.faults import fault_callbacks
+    from trainer.trial_data import encode, load_rows
 
     _freeze_imports()
     phase = _phase(events, "imports", phase)
@@ -184,62 +181,6 @@ def _phase(events: EventWriter, name: str, since: float) -> float:
     now = time.time()
     events.emit(Phase(name=name, seconds=now - since))
     return now
-
-
-def load_rows(spec: TrialSpec) -> tuple[list[dict], list[dict], str]:
-    """Train and eval rows and their shared format."""
-    from trainer.rows import check_format, split_rows
-
-    train = read_rows(spec.data.train)
-    fmt = check_format(train, spec.data.train, spec.data.format)
-    if spec.data.eval is not None:
-        evaluation = read_rows(spec.data.eval)
-        check_format(evaluation, spec.data.eval, fmt)
-    else:
-        train, evaluation = split_rows(train, spec.data.eval_fraction, spec.data.split_seed)
-    if not evaluation:
-        raise BadInput(f"data.eval_fraction {spec.data.eval_fraction} of {len(train)} rows leaves no eval rows")
-    return train, evaluation, fmt
-
-
-def read_rows(path: str) -> list[dict]:
-    from trainer.rows import read_jsonl
-
-    if Path(path).is_dir():
-        from datasets import load_from_disk
-
-        return load_from_disk(path).to_list()
-    if not Path(path).is_file():
-        raise BadInput(f"data file {path} does not exist")
-    return read_jsonl(Path(path))
-
-
-def encode(spec: TrialSpec, tokenizer, train_rows, eval_rows, fmt):
-    from datasets import Dataset
-
-    from trainer.chat_data import encode_rows, set_chat_template
-
-    set_chat_template(tokenizer, spec.model.chat_template, needs_template=fmt != "text")
-    key = None
-    if spec.cache_dir:
-        from trainer import data_cache
-
-        key = data_cache.cache_key(spec, tokenizer)
-        cached = data_cache.load(Path(spec.cache_dir), key)
-        if cached is not None:
-            return cached
-    responses_only = spec.data.train_on_responses_only
-    if responses_only is None:
-        responses_only = fmt != "text"
-    max_len = spec.model.max_seq_length
-    train = encode_rows(tokenizer, train_rows, fmt, responses_only, max_len)
-    evaluation = encode_rows(tokenizer, eval_rows, fmt, responses_only, max_len)
-    if not train or not evaluation:
-        raise BadInput("no row keeps an assistant token within model.max_seq_length")
-    train_ds, eval_ds = Dataset.from_list(train), Dataset.from_list(evaluation)
-    if key is not None:
-        data_cache.store(Path(spec.cache_dir), key, train_ds, eval_ds)
-    return train_ds, eval_ds
 
 
 def sft_config(spec: TrialSpec, device: str):
