@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import STUDIES, sweep_cli
+from tests.sweep.live_study import STUDIES, sweep_cli
 
 
 def demo_copy(tmp_path: Path, edit=lambda text: text) -> Path:

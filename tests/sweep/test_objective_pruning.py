@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import optuna
 
-from tests.conftest import STUDIES, TINY_MODEL, sweep_cli
+from tests.sweep.live_study import STUDIES, TINY_MODEL, sweep_cli
 from trainer.events import Result, read_all
 from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE, STOP_FILE
 
@@ -38,7 +38,7 @@ def test_a_hopeless_trial_is_pruned_at_its_first_point_and_its_trainer_stops(tmp
     study_file = tmp_path / "prune.yaml"
     study_file.write_text(STUDY)
     runs = tmp_path / "runs"
-    done = sweep_cli("run", "--study", str(study_file), "--runs-dir", str(runs), env={"OMP_NUM_THREADS": "1"})
+    done = sweep_cli("run", "--study", str(study_file), "--runs-dir", str(runs))
     assert done.returncode == 0, done.stdout + done.stderr
     study = optuna.load_study(study_name="prune", storage=f"sqlite:///{runs / 'prune' / 'study.db'}")
     good, hopeless = study.trials

@@ -4,28 +4,16 @@ non-zero exit, and nothing started: no study created, no trial, no runs folder."
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.sweep.live_study import ROOT, sweep_env, write_study
-
-
-def fake_nvidia_smi(folder: Path, rows: str) -> str:
-    """A PATH whose nvidia-smi prints ``rows`` the way the real one answers the sweep's query."""
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "nvidia-smi"
-    script.write_text(f"#!/bin/sh\nprintf '{rows}'\n")
-    script.chmod(0o755)
-    return f"{folder}:/usr/bin:/bin"
+from tests.sweep.live_study import fake_nvidia_smi, run_sweep, write_study
 
 
 def run_cli(study: Path, runs: Path, *args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "sweep", "run", "--study", str(study), "--runs-dir", str(runs), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env=sweep_env(PATH=path))
+    return run_sweep(study, runs, *args, timeout=120, PATH=path)
 
 
 def assert_refused(done: subprocess.CompletedProcess, runs: Path, *needles: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.sweep.live_study import load_trials, run_sweep, sqlite_url, write_study
+from tests.sweep.live_study import run_sweep, study_trials, write_study
 from trainer.trial_folder import LOG_FILE
 
 
@@ -22,7 +22,7 @@ def both_launchers(tmp_path_factory) -> dict[bool, tuple]:
                                   execution={"warm_workers": warm}), folder / "runs"
         done = run_sweep(study, runs)
         assert done.returncode == 0, done.stdout + done.stderr
-        [trial] = load_trials("launch", sqlite_url(runs, "launch"))
+        [trial] = study_trials(runs, "launch")
         runs_of[warm] = trial, runs
     return runs_of
 

@@ -32,7 +32,7 @@ def test_every_trial_has_its_spec_log_and_samples_attached(finished_study, tmp_p
         lines = _read_artifact(store, metas["samples.jsonl"], tmp_path).splitlines()
         samples = [json.loads(line) for line in lines]
         assert samples == trial.user_attrs["samples"]
-        assert len(samples) == 2  # the demo study's samples.count
+        assert len(samples) == 2  # the finished study's samples.count
         assert all(set(s) == {"prompt", "reference", "answer"} and s["prompt"] for s in samples)
 
 

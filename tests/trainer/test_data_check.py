@@ -4,8 +4,6 @@ pre-flight and by a trainer started on it, with the same words."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -14,11 +12,12 @@ from datasets import Dataset
 from sweep.errors import UserError
 from sweep.preflight import check_data as preflight
 from sweep.study_file import load_study
-from tests.sweep.live_study import ROOT, events, sweep_env, write_study
+from tests.sweep.live_study import run_trainer, write_study
 from trainer.data_check import DataRows, check_data
 from trainer.rows import RowError
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
 from trainer.trial_data import read_folder
+from trainer.trial_folder import SPEC_FILE
 
 CHAT = {"messages": [{"role": "user", "content": "Hej"}, {"role": "assistant", "content": "Hej!"}]}
 ALPACA = {"instruction": "Säg hej", "input": "", "output": "Hej"}
@@ -99,9 +98,6 @@ def test_a_trainer_on_bad_data_records_the_preflight_message(tmp_path):
                      lora=LoraSpec(**c.lora.model_dump(), r=4, lora_alpha=8),
                      training=TrainingSpec(**c.training.model_dump(), learning_rate=1e-2, num_train_epochs=1),
                      backend="transformers")
-    spec.write(out / "spec.json")
-    done = subprocess.run([sys.executable, "-m", "trainer", str(out / "spec.json")], cwd=ROOT, env=sweep_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stdout + done.stderr
-    result = events(out)[-1]
+    spec.write(out / SPEC_FILE)
+    result = run_trainer(out / SPEC_FILE, expect=2)[-1]
     assert (result["status"], f"{study.path}: {result['reason']}") == ("bad_input", str(refused.value))
