@@ -1,6 +1,6 @@
 """A warm trainer: imports the training stack once, then runs trials one after another.
 
-    python -m trainer.worker [--backend auto] [--max-trials 8] [--max-leak-mb 1024] [--folder DIR]
+    python -m trainer.worker [--backend auto] [--max-trials 8] [--max-leak-mb 4096] [--folder DIR]
 
 The orchestrator starts one per slot (GPU, or CPU) and writes one request per line to its
 stdin (``{"spec": PATH, "env": {...}}``). Each trial runs exactly as ``python -m trainer SPEC`` would run it (same events, same result),
@@ -27,12 +27,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+# the defaults of a study's execution.worker_max_trials and execution.worker_max_leak_mb too (sweep.study_file)
+MAX_TRIALS = 8
+MAX_LEAK_MB = 4096.0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="auto", choices=["auto", "unsloth", "transformers"])
-    parser.add_argument("--max-trials", type=int, default=8, help="exit after this many trials")
-    parser.add_argument("--max-leak-mb", type=float, default=1024.0, help="exit when more stayed allocated")
+    parser.add_argument("--max-trials", type=int, default=MAX_TRIALS, help="exit after this many trials")
+    parser.add_argument("--max-leak-mb", type=float, default=MAX_LEAK_MB,
+                        help="exit when more GPU memory (MiB) stayed allocated after a trial")
     parser.add_argument("--folder", help="the worker's folder under the study (its log and caches; shown in ps)")
     args = parser.parse_args(argv)
 
