@@ -2,3 +2,5 @@
 
 Never imports torch, transformers, peft, trl or unsloth: those live in the trainer's process.
 """
+
+__version__ = "0.1.0"

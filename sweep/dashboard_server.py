@@ -8,15 +8,16 @@ cannot be bound is a one-line error.
 
 from __future__ import annotations
 
-import signal
+import shlex
 import socketserver
 import sys
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sweep.errors import UserError
-from sweep.storage import rdb_storage, study_dir
-from sweep.study_runs import open_existing, storage_url
-from sweep.trial_artifacts import artifact_store
+from sweep.storage import _redact, rdb_storage, study_dir
+from sweep.study_runs import open_existing, storage_name, storage_url
+from sweep.trial_artifacts import ARTIFACTS_DIR, artifact_store
 
 
 class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -34,25 +35,26 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM stop the server cleanly, also where SIGINT came ignored (a job started with ``&``
-    by a shell without job control, where Python installs no KeyboardInterrupt handler)."""
+def plain_command(url: str, folder: Path, host: str, port: int) -> str:
+    """The ``optuna-dashboard`` command line that serves the same study with its trial files.
 
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    Plain optuna-dashboard lists a trial's artifacts only when given the artifact store's folder.
+    """
+    words = ["optuna-dashboard", _redact(url), "--artifact-dir", str(Path(folder) / ARTIFACTS_DIR)]
+    words += [] if host == "127.0.0.1" else ["--host", host]
+    words += [] if port == 8080 else ["--port", str(port)]
+    return shlex.join(words)
 
 
 def serve_dashboard(args, host: str, port: int) -> int:
     """Serve the dashboard of ``args.study`` on ``host:port`` until Ctrl-C; returns the exit code."""
     import optuna_dashboard
 
-    study, _ = open_existing(args)  # a study never run is a UserError here, not a 404 in the browser
-    storage = rdb_storage(storage_url(args, study))
-    study_id = storage.get_study_id_from_name(study.name)
-    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(study_dir(args.runs_dir, study.name)))
+    study, optuna_study = open_existing(args)  # a study never run is a UserError here, not a 404 in the browser
+    url, folder = storage_url(args, study), study_dir(args.runs_dir, study.name)
+    storage = rdb_storage(url, label=storage_name(args, study), create_tables=False)
+    study_id = storage.get_study_id_from_name(optuna_study.study_name)
+    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(folder))
     try:
         server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as e:
@@ -60,10 +62,10 @@ def serve_dashboard(args, host: str, port: int) -> int:
                         "choose another port with --port") from None
     print(f"optuna-dashboard for study {study.name}: http://{host}:{port}/dashboard/studies/{study_id}"
           " (Ctrl-C to stop)", flush=True)
-    _stop_on_signals()
+    print(f"the same with plain optuna-dashboard: {plain_command(url, folder, host, port)}", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, also where SIGINT came ignored (see sweep.stop_signals)
         print("dashboard stopped", file=sys.stderr)
     finally:
         server.server_close()

@@ -17,6 +17,7 @@ from sweep.errors import UserError
 from sweep.model_card import adapter_card, merged_card
 from sweep.trainer_process import child_env
 from sweep.trial_attrs import ADAPTER_PATH
+from sweep.writable import unwritable_reason
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE, adapter_complete
 
@@ -61,11 +62,14 @@ def trial_adapter(trial) -> Path:
 
 
 def check_destination(to: Path) -> None:
-    """``--to`` must be a new folder or an empty one."""
+    """``--to`` must be a new folder or an empty one, in a place that can be written."""
     if to.exists() and not to.is_dir():
         raise UserError(f"--to {to}: is a file; give a new or empty folder")
     if to.is_dir() and any(to.iterdir()):
         raise UserError(f"--to {to}: exists and is not empty; give a new or empty folder")
+    problem = unwritable_reason(to.parent)  # the export is staged beside DIR, then renamed into place
+    if problem:
+        raise UserError(f"--to {to}: {problem}; give a new or empty folder in a writable place")
 
 
 def export_trial(trial, adapter: Path, to: Path, study_name: str, best_number: int, n_complete: int,

@@ -3,15 +3,23 @@
 The YAML front matter carries what the Hub reads (``base_model``, ``library_name``, ``tags``); the
 text says how the model was made: the study, the trial, its parameters and its eval loss, so an
 adapter found on disk months later can be traced to its configuration.
+
+``base_model`` is a hub id wherever one is known: the study's ``model.name_or_path`` when it names a
+hub model; for a local folder, the hub id of the Hugging Face cache snapshot it is
+(``.../models--ORG--NAME/snapshots/REVISION``) or else the ``_name_or_path`` its ``config.json``
+recorded when it was saved from a hub model. The local folder is named in the text; with no hub id
+to be found, ``base_model`` is the local path.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
 from sweep import trial_attrs as attrs
+from sweep.model_source import HUB_ID
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE
 
@@ -22,7 +30,7 @@ def adapter_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_co
     """The card of an exported LoRA adapter (loads with ``PeftModel.from_pretrained``)."""
     usage = (
         "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        f"base = AutoModelForCausalLM.from_pretrained({json.dumps(spec.model.name_or_path)})\n"
+        f"base = AutoModelForCausalLM.from_pretrained({json.dumps(base_model(spec.model.name_or_path))})\n"
         "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n"
         "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")\n```\n"
     )
@@ -46,16 +54,17 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
     recorded = trial.user_attrs
     backend = recorded.get(attrs.BACKEND) or spec.backend
     tags = [*TAGS, *(extra_tags or []), *(["unsloth"] if backend == "unsloth" else [])]
-    front = yaml.safe_dump({"base_model": spec.model.name_or_path, "library_name": library,
+    base = base_model(spec.model.name_or_path)
+    front = yaml.safe_dump({"base_model": base, "library_name": library,
                             "pipeline_tag": "text-generation", "tags": tags}, sort_keys=False)
     rank = ("the best" if trial.number == best_number else f"one (the best is #{best_number})") + \
         f" of {n_complete} complete trials"
     eval_set = spec.data.eval or f"{spec.data.eval_fraction:g} of the training rows (split seed {spec.data.split_seed})"
     return (
         f"---\n{front}---\n\n"
-        f"# {study_name}, trial {trial.number}: {kind} of {spec.model.name_or_path}\n\n"
+        f"# {study_name}, trial {trial.number}: {kind} of {base}\n\n"
         f"Fine-tuned with LoRA by lora-sweep in the Optuna study `{study_name}`: "
-        f"trial #{trial.number}, {rank}.\n\n"
+        f"trial #{trial.number}, {rank}.{_local_note(spec.model.name_or_path, base)}\n\n"
         f"## Results\n\n| metric | value |\n| --- | --- |\n| eval loss | {trial.value:.4f} |\n"
         + _row("train loss", recorded.get(attrs.TRAIN_LOSS)) + _row("training steps", recorded.get(attrs.STEPS))
         + _row("training seconds", recorded.get(attrs.TRAIN_SECONDS)) + _row("backend", backend)
@@ -66,6 +75,32 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
         f"`{ADAPTER_SPEC_FILE}` beside this card.\n\n"
         f"## Usage\n\n{usage}"
     )
+
+
+def base_model(name_or_path: str) -> str:
+    """The hub id of the base model where one is known (see the module docstring), else its local path."""
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return name_or_path  # the study validated it: a hub id
+    for part in (folder, *folder.parents):
+        if part.parent.name == "snapshots" and part.parent.parent.name.startswith("models--"):
+            return part.parent.parent.name.removeprefix("models--").replace("--", "/", 1)
+    try:
+        recorded = json.loads((folder / "config.json").read_text()).get("_name_or_path", "")
+    except (OSError, ValueError):
+        recorded = ""
+    if isinstance(recorded, str) and HUB_ID.match(recorded) and not Path(recorded).expanduser().exists():
+        return recorded
+    return name_or_path
+
+
+def _local_note(name_or_path: str, base: str) -> str:
+    if not Path(name_or_path).expanduser().is_dir():
+        return ""
+    if base != name_or_path:
+        return f" The base model was loaded from the local folder `{name_or_path}`."
+    return (f" The base model is the local folder `{name_or_path}`; no hub id was found for it "
+            "(set `base_model` above to one before pushing this card to the Hugging Face Hub).")
 
 
 def _settings(spec: TrialSpec) -> list[tuple[str, object]]:

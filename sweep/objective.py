@@ -30,7 +30,7 @@ from sweep.study_file import Study
 from sweep.study_versions import Identity
 from sweep.trainer_launch import launcher_for
 from sweep.trial_artifacts import artifact_store, attach_trial_files
-from sweep.trial_outcome import conclude, interrupted
+from sweep.trial_outcome import Interrupted, conclude, interrupted
 from sweep.trial_watch import follow
 from trainer.events import Result
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
@@ -66,7 +66,11 @@ class Objective:
         trial_dir = self.trial_dir(trial)
         trial.set_user_attr(attrs.TRIAL_DIR, str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)
-        return self._run_placed(trial, spec)
+        try:
+            return self._run_placed(trial, spec)
+        except Interrupted:
+            self.progress.trial_interrupted(trial.number)
+            raise
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         """The trial's folder; a retry of an interrupted trial reuses the original's, to resume its checkpoint."""
@@ -84,7 +88,7 @@ class Objective:
             training=TrainingSpec(**c.training.model_dump(), learning_rate=values["learning_rate"],
                                   num_train_epochs=values["num_train_epochs"]),
             samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
-            cache_dir=str(self.folder / "cache"), study_uid=self.identity.uid,
+            cache_dir=str(self.folder / "cache"), study_dir=str(self.folder), study_uid=self.identity.uid,
             keep_checkpoints=c.execution.keep_checkpoints,
         )
 

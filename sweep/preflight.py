@@ -1,20 +1,40 @@
-"""Checks made before a study is touched: its data passes :func:`trainer.data_check.check_data`, the
-same check the trainer makes (files exist, rows in one known format, a non-empty eval set). A failure
-is a :class:`UserError` naming the study file and key. Folders saved with ``datasets`` are checked by
-the trainer (reading them needs ``datasets``).
+"""Checks of the data and the folders made before a study is touched; each failure is a one-line UserError.
+
+The data: :func:`trainer.data_check.check_data`, the same check the trainer makes (JSONL files are
+read here: UTF-8, one known row format, non-empty train and eval sets); a folder must be a dataset
+saved with ``datasets``, and its rows are read by the check against the tokenizer
+(:mod:`sweep.token_check`, a subprocess that may import ``datasets`` and runs the same check). The
+folders: the runs folder and an SQLite database's folder must be writable. Nothing here writes
+anything; :func:`sweep.run_study.run_study` runs these, then :func:`sweep.storage.check_database_file`,
+then the tokenizer check, before it opens the study.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sweep.errors import UserError
+from sweep.storage import sqlite_path
 from sweep.study_file import Study
+from sweep.writable import unwritable_reason
 from trainer.data_check import check_data as check_rows
 from trainer.rows import RowError
 
 
 def check_data(study: Study) -> None:
-    """Raise a UserError for the first problem with ``study``'s data."""
+    """Raise a UserError for the first problem with ``study``'s data (folders: their files only)."""
     try:
         check_rows(study.config.data)
     except RowError as e:
-        raise UserError(f"{study.path}: {e}") from None
+        raise UserError(f"{study.path}: {e.key}: {e}") from None
+
+
+def check_writable(folder: Path, storage_url: str, runs_dir: Path, storage_given: bool) -> None:
+    """The study's runs folder (and an SQLite database's folder) can be made and written."""
+    problem = unwritable_reason(folder)
+    if problem:
+        raise UserError(f"--runs-dir {runs_dir}: {problem}; give a folder the study's runs can be written to")
+    database = sqlite_path(storage_url)
+    problem = unwritable_reason(database.parent) if database is not None and storage_given else None
+    if problem:
+        raise UserError(f"--storage {storage_url}: {problem}; give a database file in a writable folder")

@@ -1,7 +1,8 @@
 """Running (or resuming) a study until it has ``n_trials`` finished trials; see ``sweep.commands.run``.
 
-Every check of the user's input (the study file, its data, ``--gpus``, ``--trials-per-gpu``, the
-storage URL) comes before the study is opened, so a mistake starts nothing. Several workers may
+Every check of the user's input (the study file, its model and data, ``--gpus``, ``--trials-per-gpu``,
+the runs folder, the study database file, the rows against the tokenizer) comes before the study is
+opened, so a mistake creates and changes nothing. Several workers may
 run this on one study at once (threads of one process, processes of one host, hosts sharing a
 PostgreSQL storage): :class:`~sweep.trial_loop.TrialLoop` keeps the total exact between them.
 """
@@ -9,7 +10,6 @@ PostgreSQL storage): :class:`~sweep.trial_loop.TrialLoop` keeps the total exact 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import warnings
@@ -17,25 +17,31 @@ import warnings
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from sweep.base_model import BaseMeasurement
 from sweep.gpu_slots import SlotPool
 from sweep.gpus import plan_capacity
 from sweep.memory_estimate import estimate_trial_gib
 from sweep.objective import Objective
 from sweep.optuna_internals import storage_of
 from sweep.optuna_internals import study_id as study_id_of
-from sweep.preflight import check_data
+from sweep.preflight import check_data, check_writable
 from sweep.progress import ProgressView
 from sweep.pruners import build_pruner
 from sweep.samplers import build_sampler
-from sweep.storage import default_storage_url, open_study, study_dir
+from sweep.stop_signals import stopping_with
+from sweep.storage import check_database_file, default_storage_url, open_study, study_dir
 from sweep.study_file import Study, load_study
 from sweep.study_gate import StudyGate
-from sweep.study_runs import storage_url
+from sweep.study_runs import storage_name, storage_url
 from sweep.study_versions import RUNS_STARTED, identity, latest, settle, version_uids
+from sweep.time_budget import time_budget
+from sweep.token_check import check_rows_fit
+from sweep.trackers import check_trackers
 from sweep.trainer_process import cpu_threads_env
 from sweep.trial_attrs import CONFIG, STUDY_FILE, TRIAL_DIR
 from sweep.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
 from sweep.trial_loop import FINISHED, TrialLoop
+from sweep.warm_start import check_source, copied_count, warm_start
 
 # heartbeats and TPE's `group` are stable in use; Optuna still labels them experimental
 warnings.filterwarnings("ignore", category=ExperimentalWarning)
@@ -47,27 +53,35 @@ def run_study(args) -> int:
     """Run the study named by ``args.study``; returns the exit code."""
     study = load_study(args.study)
     check_data(study)
+    check_trackers(study)
     execution, search = study.config.execution, study.config.search
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
-    os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
     if args.fresh:
         aside = start_over(folder, url, study.name, default_storage_url(args.runs_dir, study.name))
         if aside is not None:
             print(f"moved the earlier runs of {study.name} aside to {aside}", flush=True)
+    check_writable(folder, url, args.runs_dir, storage_given=bool(args.storage))
+    label = storage_name(args, study)
+    check_database_file(url, label)
     if not study_exists(url, study.name):  # every trial folder there is another study's
-        refuse_foreign(study.path, study.name, folder, trial_folders(folder), url)
+        refuse_foreign(study.path, study.name, folder, trial_folders(folder), label)
+    check_source(study, args.runs_dir, args.storage)
+    record_rows_check = check_rows_fit(study, folder)
+    os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     pruner, heartbeat = build_pruner(search.pruner), (execution.heartbeat_seconds, execution.stale_after_seconds)
-    optuna_study = open_study(url, study.name, pruner=pruner, create=True, heartbeat=heartbeat)
+    optuna_study = open_study(url, study.name, pruner=pruner, create=True, heartbeat=heartbeat, label=label)
+    record_rows_check()
     gate = StudyGate(optuna_study, url, folder)
     with gate:
         name = latest(storage_of(optuna_study), study.name)
         if name != study.name:
-            optuna_study = open_study(url, name, pruner=pruner, create=False, heartbeat=heartbeat)
+            optuna_study = open_study(url, name, pruner=pruner, create=False, heartbeat=heartbeat, label=label)
         optuna_study = settle(optuna_study, study, pruner)
         ident = identity(optuna_study)
-        _check_trial_folders(optuna_study, study, folder, url)
+        warm_start(optuna_study, study, args.runs_dir, args.storage)
+        _check_trial_folders(optuna_study, study, folder, label)
         run_index = _join(optuna_study)
         _record_study_file(optuna_study, study, folder)
         for entry in search.enqueue:
@@ -76,8 +90,17 @@ def run_study(args) -> int:
     optuna_study.sampler = build_sampler(search.sampler.model_copy(update={"seed": search.sampler.seed + run_index}),
                                          search.params)
     finished = _count(optuna_study, FINISHED)
+    if args.n_trials is not None:  # --n-trials: this run's total instead of the file's (see sweep.commands.run)
+        count, more = args.n_trials
+        search.n_trials = finished + count if more else count + copied_count(optuna_study)
+    else:
+        search.n_trials += copied_count(optuna_study)  # a warm start's copies are not this study's own trials
     if finished >= search.n_trials:
         print(f"study {study.name} already has {finished} finished trials (n_trials: {search.n_trials}); nothing to do")
+        return 0
+    budget = time_budget(optuna_study, search.timeout_hours)
+    if budget.spent():
+        print(f"study {study.name}: {budget.describe()}; nothing to do (raise it to go on)")
         return 0
     counts = {s.name: _count(optuna_study, (s,)) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     print(f"study {optuna_study.study_name}: storage {url}", flush=True)
@@ -89,17 +112,18 @@ def run_study(args) -> int:
         loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,
-                         max_consecutive_failures=execution.max_consecutive_failures)
-        for device, k in capacity.items():
-            for _ in range(min(k, search.n_trials - finished)):
-                objective.launcher.prewarm(device)
-        restore = _install_signal_handlers(objective)
-        try:
-            loop.run()
-        finally:
-            objective.close()
-            if not stopping.is_set():  # once stopping, a second Ctrl-C must still exit at once, to the end
-                restore()
+                         max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
+        base = BaseMeasurement(optuna_study, study, folder, ident.uid, _device_env(capacity), stopping)
+        with stopping_with(lambda: _stop(objective)):
+            try:
+                base.start()
+                for device, k in capacity.items():
+                    for _ in range(min(k, search.n_trials - finished)):
+                        objective.launcher.prewarm(device)
+                loop.run()
+            finally:
+                objective.close()
+                base.close()
     if stopping.is_set():
         print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
         return 130
@@ -110,6 +134,12 @@ def run_study(args) -> int:
               f"fail_reason (python -m sweep status --study {args.study})", file=sys.stderr)
         return 1
     return 0
+
+
+def _device_env(capacity: dict) -> dict[str, str]:
+    """Where the base model is measured: the first device trials run on (the CPU where none)."""
+    device = next(iter(capacity))
+    return {} if device is None else {"CUDA_VISIBLE_DEVICES": str(device)}
 
 
 def _check_trial_folders(optuna_study, study: Study, folder, url: str) -> None:
@@ -152,21 +182,7 @@ def _record_study_file(optuna_study, study: Study, folder) -> None:
     optuna_study.set_user_attr(CONFIG, study.config.model_dump(mode="json"))
 
 
-def _install_signal_handlers(objective: Objective):
-    """First Ctrl-C/SIGTERM: stop the trainers and record their trials as interrupted; second: exit now."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        if objective.stopping.is_set():
-            os._exit(130)  # the trainers notice their parent is gone and end themselves
-        print("\nstopping: ending running trials (Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
-        objective.interrupt()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+def _stop(objective: Objective) -> None:
+    """The first Ctrl-C/SIGTERM: stop the trainers and record their trials as interrupted (see sweep.stop_signals)."""
+    print("\nstopping: ending running trials (Ctrl-C again to exit at once)", file=sys.stderr, flush=True)
+    objective.interrupt()

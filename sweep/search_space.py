@@ -4,27 +4,54 @@ Each of the five parameters is either fixed (a plain value) or searched (a range
 ``lora_alpha`` may also be searched as a multiple of the rank (``alpha_per_rank: [1, 2]``): Optuna
 then samples the multiplier ``alpha_per_rank`` and the trial uses ``r * alpha_per_rank``.
 ``use_rslora`` may be searched only for some ranks (``only_for_r``); other ranks use ``false``.
+Every value a parameter can take (fixed, range ends, choices) must be one the trainer accepts: the
+bounds are those of :class:`trainer.spec.TrainingSpec` and :class:`trainer.spec.LoraSpec`, checked
+here so that a study never starts trials that cannot run.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from trainer.spec import Strict
+from trainer.spec import LoraSpec, Strict, TrainingSpec
 
 
 def _scalar_to_value(data: Any) -> Any:
     return data if isinstance(data, dict) else {"value": data}
 
 
+@cache
+def _trainer_field(model: type[BaseModel], name: str) -> TypeAdapter:
+    field = model.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field])
+
+
 class _Param(Strict):
+    trainer_field: ClassVar[tuple[type[BaseModel], str] | None] = None  # the spec field whose bounds apply
+
     @model_validator(mode="before")
     @classmethod
     def _fixed_shorthand(cls, data: Any) -> Any:
         return _scalar_to_value(data)
+
+    @field_validator("value", "low", "high", "choices", check_fields=False)
+    @classmethod
+    def _trainer_accepts(cls, v: Any) -> Any:
+        if cls.trainer_field is None or v is None:
+            return v
+        model, name = cls.trainer_field
+        for item in v if isinstance(v, list) else [v]:
+            try:
+                _trainer_field(model, name).validate_python(item)
+            except ValidationError as e:
+                problem = e.errors()[0]["msg"].removeprefix("Input ")
+                which = f" ({item} is not)" if item != v else ""
+                raise ValueError(f"{name} {problem}, the trainer's limit{which}") from None
+        return v
 
     @property
     def searched(self) -> bool:
@@ -129,6 +156,24 @@ class AlphaParam(FloatParam):
         return self.suggest(trial, "lora_alpha")
 
 
+class LearningRateParam(FloatParam):
+    """``learning_rate``: a float the trainer accepts (greater than 0, at most 1)."""
+
+    trainer_field = (TrainingSpec, "learning_rate")
+
+
+class EpochsParam(IntParam):
+    """``num_train_epochs``: an integer the trainer accepts."""
+
+    trainer_field = (TrainingSpec, "num_train_epochs")
+
+
+class RankParam(IntParam):
+    """``r``: a LoRA rank the trainer accepts."""
+
+    trainer_field = (LoraSpec, "r")
+
+
 class BoolParam(_Param):
     """A flag: ``true``/``false`` (fixed) or ``{choices: [true, false]}``; ``only_for_r`` limits the search."""
 
@@ -167,18 +212,12 @@ def _check_form(value, bounds, choices) -> None:
 class SearchSpace(Strict):
     """The five hyperparameters; each fixed or searched."""
 
-    learning_rate: FloatParam = Field(default_factory=lambda: FloatParam(value=2e-4), description="Peak learning rate.")
-    num_train_epochs: IntParam = Field(default_factory=lambda: IntParam(value=1), description="Epochs.")
-    r: IntParam = Field(default_factory=lambda: IntParam(value=16), description="LoRA rank.")
+    learning_rate: LearningRateParam = Field(default_factory=lambda: LearningRateParam(value=2e-4),
+                                             description="Peak learning rate.")
+    num_train_epochs: EpochsParam = Field(default_factory=lambda: EpochsParam(value=1), description="Epochs.")
+    r: RankParam = Field(default_factory=lambda: RankParam(value=16), description="LoRA rank.")
     lora_alpha: AlphaParam = Field(default_factory=lambda: AlphaParam(value=16), description="LoRA alpha.")
     use_rslora: BoolParam = Field(default_factory=lambda: BoolParam(value=False), description="Rank-stabilised LoRA.")
-
-    @model_validator(mode="after")
-    def _bounds(self):
-        lr = self.learning_rate
-        if any(v is not None and v > 1 for v in (lr.value, lr.low, lr.high, *(lr.choices or []))):
-            raise ValueError("learning_rate must be at most 1")
-        return self
 
     def sample(self, trial) -> dict[str, Any]:
         """The trial's resolved values: learning_rate, num_train_epochs, r, lora_alpha, use_rslora."""

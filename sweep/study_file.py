@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sweep.errors import UserError
+from sweep.model_source import ModelNotFound, resolve_model
 from sweep.pruners import PrunerConfig
 from sweep.samplers import SamplerConfig, grid_of
 from sweep.search_space import SearchSpace
@@ -24,13 +25,28 @@ from trainer.spec import DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, Tr
 from trainer.worker import MAX_LEAK_MB, MAX_TRIALS
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# a study's folder is RUNS_DIR/NAME: one path component, and never "." or ".." (the runs folder or its parent)
+STUDY_NAME = re.compile(r"^(?!\.{1,2}$)[\w.-]+$")
+STUDY_NAME_RULE = "a study name is letters, digits, '_', '.' and '-', and not '.' or '..'"
+
+
+class WarmStart(Strict):
+    """An earlier study whose finished trials inform this one's sampler from the start."""
+
+    study: str = Field(pattern=r"^[\w.@-]+$", description="Name of the earlier study (its newest version is read).")
+    storage: str | None = Field(
+        None, description="Its storage URL. Default: this run's --storage, else RUNS_DIR/STUDY/study.db."
+    )
 
 
 class SearchConfig(Strict):
     """What to search and how."""
 
     n_trials: int = Field(ge=1, description="Finished trials (complete or pruned) the study aims for, in total.")
+    timeout_hours: float | None = Field(
+        None, gt=0, description="No new trial starts once the study has run this long, summed over its runs; "
+                                "running trials finish."
+    )
     direction: Literal["minimize"] = Field("minimize", description="The objective, eval loss, is minimised.")
     metric: Literal["eval_loss"] = Field("eval_loss", description="The objective: final eval loss.")
     params: SearchSpace = Field(default_factory=SearchSpace, description="The five hyperparameters.")
@@ -38,6 +54,9 @@ class SearchConfig(Strict):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="Optuna pruner.")
     enqueue: list[dict[str, float | int | bool]] = Field(
         default_factory=list, description="Configurations to try first, e.g. the current defaults."
+    )
+    warm_start: WarmStart | None = Field(
+        None, description="Copy an earlier study's finished trials that lie in this space first (not counted in n_trials)."
     )
 
     @model_validator(mode="after")
@@ -68,6 +87,17 @@ class SearchConfig(Strict):
                              "rslora choice); drop only_for_r or fix use_rslora")
         return self
 
+
+    @field_validator("params")
+    @classmethod
+    def _something_to_search(cls, params: SearchSpace, info: ValidationInfo) -> SearchSpace:
+        n_trials = info.data.get("n_trials", 1)
+        if n_trials > 1 and not params.searched_names():
+            fixed = ", ".join(f"{name}={getattr(params, name).value}" for name in SearchSpace.model_fields)
+            raise ValueError(f"nothing to search: every parameter is fixed ({fixed}), so all {n_trials} trials would "
+                             "train the same configuration; give one a range ({low, high}) or choices, or set "
+                             "n_trials: 1 to train this one configuration")
+        return params
 
     @model_validator(mode="after")
     def _gp_without_pruning(self):
@@ -110,7 +140,7 @@ class ExecutionConfig(Strict):
 class StudyFile(Strict):
     """One study: everything ``python -m sweep run`` needs."""
 
-    name: str | None = Field(None, pattern=r"^[\w.-]+$", description="Study name; default: the file's stem.")
+    name: str | None = Field(None, description="Study name (runs go to RUNS_DIR/NAME); default: the file's stem.")
     description: str = Field("", description="Free text, shown in the dashboard.")
     model: ModelSpec
     data: DataSpec
@@ -119,6 +149,13 @@ class StudyFile(Strict):
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
     search: SearchConfig
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str | None) -> str | None:
+        if name is not None and not STUDY_NAME.match(name):
+            raise ValueError(STUDY_NAME_RULE)
+        return name
 
     @model_validator(mode="after")
     def _pruner_can_act(self):
@@ -157,10 +194,15 @@ def load_study(name_or_path: str, resolve_paths: bool = True) -> Study:
     schema is checked (for a study meant for another machine).
     """
     path = resolve_study_path(name_or_path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a study file; give a YAML file (studies/NAME.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: study file not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "a study file is YAML saved as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -171,9 +213,13 @@ def load_study(name_or_path: str, resolve_paths: bool = True) -> Study:
         config = StudyFile.model_validate(raw)
     except ValidationError as e:
         raise UserError("\n".join(_error_lines(path, e, raw))) from None
+    name = config.name or path.stem
+    if not STUDY_NAME.match(name):
+        raise UserError(f"{path}: name: {name!r} (the file's name) is not allowed: {STUDY_NAME_RULE}; "
+                        "rename the file or set name: in it")
     if resolve_paths:
         _resolve_paths(path, config)
-    return Study(path=path.resolve(), name=config.name or path.stem, config=config)
+    return Study(path=path.resolve(), name=name, config=config)
 
 
 def _error_lines(path: Path, error: ValidationError, raw: dict) -> list[str]:
@@ -214,13 +260,10 @@ def _did_you_mean(loc: tuple, raw: dict) -> str:
 def _resolve_paths(path: Path, config: StudyFile) -> None:
     base = path.resolve().parent
     model = config.model.name_or_path
-    local = Path(model).expanduser()
-    local = local if local.is_absolute() else base / local
-    if model.startswith((".", "/", "~")) or local.exists() or not HUB_ID.match(model):
-        if not (local / "config.json").is_file():
-            raise UserError(f"{path}: model.name_or_path: {model!r} is not a model folder ({local} has no config.json); "
-                            "give a local model folder or a hub id like org/name")
-        config.model.name_or_path = str(local)
+    try:
+        config.model.name_or_path = resolve_model(model, base)
+    except ModelNotFound as e:
+        raise UserError(f"{path}: model.name_or_path: {model!r} is not allowed: {e}") from None
     for key in ("train", "eval"):
         value = getattr(config.data, key)
         if value is None:

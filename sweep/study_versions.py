@@ -8,7 +8,7 @@ The study also records its resolved study file (user attribute ``config``). A ru
 compares the two key by key and names each change:
 
 - changes that leave the finished trials meaningful go on: ``n_trials``, sampler, pruner, enqueue,
-  samples, execution limits;
+  samples, execution limits, trackers (``training.report_to``, ``logging_steps``);
 - a changed search space (a wider range, an added choice...) cannot always go on in the same Optuna
   study (its categorical distributions are fixed once used), so the sweep continues in a new
   version of the study, ``NAME@v2``, that starts from a copy of the old version's finished trials
@@ -40,6 +40,7 @@ VERSION = "sweep:version"
 NEXT_VERSION = "sweep:next_version"
 RUNS_STARTED = "sweep:runs_started"  # how many runs (workers) have joined the study
 INCOMPARABLE = ("model.", "data.", "lora.", "training.", "execution.backend")
+REPORTING_ONLY = ("training.report_to", "training.logging_steps")  # change what is reported, not what is trained
 IGNORED = ("description",)
 
 
@@ -129,7 +130,7 @@ def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optun
     if recorded_file and recorded_file != str(study.path):
         raise UserError(f"{study.path}: name: {study.name!r} is already the study of {recorded_file}, with other "
                         f"settings ({keys}); give this file another name: or run that one")
-    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE)]
+    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE) and not c.key.startswith(REPORTING_ONLY)]
     if incomparable:
         raise UserError(f"{study.path}: {'; '.join(map(str, incomparable))}: changed since the study's trials ran, "
                         "which would make them incomparable with new ones; start over with `python -m sweep run "
@@ -152,7 +153,7 @@ def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpa
         optuna.delete_study(study_name=name, storage=storage)
         new = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner)
     finished = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    copies = [c for c in (_copy(t, old.study_name, old_space, new_space) for t in finished) if c is not None]
+    copies = [c for c in (copy_into_space(t, old.study_name, old_space, new_space) for t in finished) if c is not None]
     new.add_trials(copies)
     set_system_attr(new, UID, uuid.uuid4().hex)
     set_system_attr(new, VERSION, version)
@@ -164,8 +165,10 @@ def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpa
     return new
 
 
-def _copy(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace) -> FrozenTrial | None:
-    """``trial`` re-expressed in the new space's distributions, or None if its configuration lies outside."""
+def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace,
+                    mark: str = COPIED_FROM) -> FrozenTrial | None:
+    """``trial`` re-expressed in the new space's distributions (user attr ``mark``: where it came from), or
+    None if its configuration lies outside the new space."""
     values = {name: getattr(old_space, name).value for name in SearchSpace.model_fields}
     values.update({k: v for k, v in trial.params.items() if k in values})
     values.update({k: trial.user_attrs[k] for k in (LORA_ALPHA, USE_RSLORA) if k in trial.user_attrs})
@@ -178,7 +181,7 @@ def _copy(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: 
         number=0, trial_id=0, state=trial.state, value=trial.value, values=None,
         datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
         params=replay.taken, distributions=replay.distributions,
-        user_attrs={**trial.user_attrs, COPIED_FROM: f"{old_name}#{trial.number}"},
+        user_attrs={**trial.user_attrs, mark: f"{old_name}#{trial.number}"},
         system_attrs=trial.system_attrs, intermediate_values=trial.intermediate_values,
     )
 

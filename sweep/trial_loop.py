@@ -6,6 +6,7 @@ share it: each thread, inside the :class:`~sweep.study_gate.StudyGate`,
 1. fails stale trials (their worker died) and queues them again (:mod:`sweep.retries`);
 2. counts finished (COMPLETE, PRUNED) and RUNNING trials of the whole study;
 3. stops when enough have finished; waits when the running ones would reach the total;
+   stops starting trials once the study's time budget (:mod:`sweep.time_budget`) is used up;
 4. otherwise asks Optuna for the next trial (a queued retry first) and records its first heartbeat.
 
 Then it runs the objective outside the gate and tells Optuna the outcome. A heartbeat thread
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 from sweep.errors import UserError
 from sweep.optuna_internals import storage_of, trial_id
 from sweep.retries import fail_stale_trials, requeue
+from sweep.time_budget import NoTimeBudget
 from sweep.trial_attrs import FAIL_REASON
 from sweep.trial_outcome import Interrupted, TrialFailed
 
@@ -34,13 +36,15 @@ class TrialLoop:
 
     def __init__(self, optuna_study: optuna.Study, objective, gate, *, n_trials: int, threads: int,
                  heartbeat_seconds: int, stale_after_seconds: int, max_retries: int,
-                 max_consecutive_failures: int) -> None:
+                 max_consecutive_failures: int, budget=None) -> None:
         self.study = optuna_study
         self.objective = objective
         self.gate = gate
         self.n_trials, self.threads = n_trials, threads
         self.heartbeat_seconds, self.stale_after_seconds = heartbeat_seconds, stale_after_seconds
         self.max_retries, self.max_failures = max_retries, max_consecutive_failures
+        self.budget = budget or NoTimeBudget()
+        self.out_of_time = False  # the time budget is used up: no new trials, running ones finish
         self.stopping = objective.stopping  # Ctrl-C/SIGTERM: running trainers are stopped too
         self.draining = threading.Event()  # too many failures, or an error: running trials may finish
         self.failures_in_a_row = 0
@@ -54,6 +58,7 @@ class TrialLoop:
         """Run until done or stopped; re-raises a UserError or a bug from a worker thread."""
         workers = [threading.Thread(target=self._work, name=f"trial-worker-{i}") for i in range(self.threads)]
         beat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.budget.record()
         beat.start()
         for worker in workers:
             worker.start()
@@ -61,6 +66,7 @@ class TrialLoop:
             while worker.is_alive():  # short joins: the main thread must stay free for signal handlers
                 worker.join(0.2)
         self._done.set()
+        self.budget.record()
         if self.error is not None:
             raise self.error
 
@@ -72,7 +78,7 @@ class TrialLoop:
                 self._stop_with(error)
                 return
             if trial is None:
-                if self._finished() >= self.n_trials:
+                if self.out_of_time or self._finished() >= self.n_trials:
                     return
                 self.stopping.wait(WAIT_SECONDS)
                 continue
@@ -90,6 +96,11 @@ class TrialLoop:
             finished = sum(t.state in FINISHED for t in counted)
             running = len(counted) - finished
             if self.stopping.is_set() or self.draining.is_set() or finished + running >= self.n_trials:
+                return None
+            if self.out_of_time or self.budget.spent():
+                if not self.out_of_time:
+                    self.out_of_time = True
+                    print(f"{self.budget.describe()}: no new trials; running ones finish", flush=True)
                 return None
             trial = self.study.ask()
             storage_of(self.study).record_heartbeat(trial_id(trial))
@@ -145,6 +156,10 @@ class TrialLoop:
 
     def _beat(self) -> None:
         while not self._done.wait(self.heartbeat_seconds):
+            try:
+                self.budget.record()
+            except Exception:  # storage briefly unreachable: the next beat tries again
+                pass
             with self._lock:
                 running = list(self._running)
             for running_id in running:

@@ -7,7 +7,7 @@ import datetime as dt
 from rich.table import Table
 
 from sweep.progress import format_params
-from sweep.trial_attrs import ADAPTER_PATH, FAIL_REASON
+from sweep.trial_attrs import ADAPTER_PATH, CHRF, FAIL_REASON
 
 
 def trial_record(trial) -> dict:
@@ -27,12 +27,13 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def trials_table(records: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for column in ("#", "state", "params", "eval_loss", "duration", "adapter / reason"):
+    for column in ("#", "state", "params", "eval_loss", "chrF", "duration", "adapter / reason"):
         table.add_column(column, overflow="fold")
     for r in records:
         attrs = r["user_attrs"]
         value = f"{r['value']:.4f}" if r["value"] is not None else "-"
+        quality = f"{attrs[CHRF]:.1f}" if attrs.get(CHRF) is not None else "-"
         duration = f"{r['duration_seconds']:.0f}s" if r["duration_seconds"] is not None else "-"
         where = attrs.get(ADAPTER_PATH) or attrs.get(FAIL_REASON) or ""
-        table.add_row(str(r["number"]), r["state"], format_params(r["params"]), value, duration, where)
+        table.add_row(str(r["number"]), r["state"], format_params(r["params"]), value, quality, duration, where)
     return table

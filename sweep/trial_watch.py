@@ -1,7 +1,7 @@
 """Following one running trainer until it ends, and what its end was: the objective's event loop.
 
 :func:`follow` polls the trainer's handle (:class:`~sweep.trainer_launch.TrainerHandle`) and reads
-its events as they are appended: the set-up and progress go to the live view, each evaluation to
+its events as they are appended: the set-up, phases and progress go to the live view, each evaluation to
 Optuna through an :class:`~sweep.eval_reporter.EvalReporter` (which may prune: the trainer is asked to
 stop, and killed if it has not within ``PRUNE_GRACE_SECONDS``). It also enforces the study's
 per-trial time limit and ends the trainer at once when the run is stopping (Ctrl-C, SIGTERM). It
@@ -23,7 +23,7 @@ from sweep.eval_reporter import EvalReporter
 from sweep.progress import ProgressView
 from sweep.trainer_launch import TrainerHandle
 from sweep.trial_outcome import interrupted
-from trainer.events import Evaluation, Progress, Result, Setup
+from trainer.events import Evaluation, Phase, Progress, Result, Setup
 
 POLL_SECONDS = 0.2
 PRUNE_GRACE_SECONDS = 60
@@ -44,8 +44,10 @@ def follow(trial: optuna.Trial, handle: TrainerHandle, progress: ProgressView, s
                 trial.set_user_attr(attrs.DEVICE, event.device)
                 trial.set_user_attr(attrs.RESUMED_FROM_STEP, event.resumed_from_step)
                 progress.trial_step(trial.number, 0, event.total_steps)
+            elif isinstance(event, Phase):
+                progress.trial_phase(trial.number, event.name)
             elif isinstance(event, Progress):
-                progress.trial_step(trial.number, event.step, event.total_steps)
+                progress.trial_step(trial.number, event.step, event.total_steps, event.loss)
             elif isinstance(event, Evaluation):
                 if reporter.evaluated(event.step, event.eval_loss, event.point):
                     handle.request_stop()

@@ -76,6 +76,20 @@ def encode_text(tokenizer, text: str, max_len: int) -> dict:
     return {"input_ids": ids, "labels": list(ids)}
 
 
+def token_lengths(tokenizer, rows: list[dict], fmt: str, batch: int = 256) -> list[int]:
+    """Each row's length in tokens as :func:`encode_rows` encodes it, before truncation to ``max_len``."""
+    lengths = []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        if fmt == "text":  # encode_text: the tokenizer's special tokens, then EOS
+            ids = tokenizer([row["text"] for row in chunk], add_special_tokens=True)["input_ids"]
+            lengths += [len(i) + 1 for i in ids]
+        else:
+            texts = [_render(tokenizer, as_messages(row, fmt)) for row in chunk]
+            lengths += [len(i) for i in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return lengths
+
+
 def encode_rows(tokenizer, rows: list[dict], fmt: str, responses_only: bool, max_len: int) -> list[dict]:
     """Encode every row; rows left with no token in the loss (all truncated away) are dropped."""
     encoded = []

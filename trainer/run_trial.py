@@ -1,5 +1,8 @@
 """One trial, start to end: spec -> model -> LoRA -> data -> train -> evaluate -> save -> result.
 
+With ``evaluate_only`` in the spec the chain stops before training: the base model's eval loss,
+samples and chrF are the result (see :func:`evaluate_base`), and no adapter is saved.
+
 A chain of flat functions in the order they run. Every outcome, failures included, ends in a
 :class:`trainer.events.Result` event; the exit code says the same (0 ok or stopped, 2 bad input,
 3 out of memory, 1 any other error).
@@ -13,13 +16,18 @@ import time
 import traceback
 from pathlib import Path
 
-from trainer import checkpoints
+from trainer import checkpoints, tracking
 from trainer.events import EventWriter, Phase, Result, Setup, Started
+from trainer.samples import chrf, generate_samples
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_DIR, ADAPTER_SPEC_FILE, CHECKPOINT_DIR, EVENTS_FILE
 
 EXIT_CODES = {"ok": 0, "stopped": 0, "error": 1, "bad_input": 2, "oom": 3}
 FOLDER_WAIT_SECONDS = 60  # a killed previous trainer of this folder is gone well within this
+
+
+class BadInput(ValueError):
+    """A problem with the study's inputs (data, model, template), not a bug."""
 
 
 def main(spec_path: Path, started: float | None = None, before_result=None, resident=None) -> int:
@@ -48,6 +56,7 @@ def main(spec_path: Path, started: float | None = None, before_result=None, resi
             result = _failure(error)
             if resident is not None:
                 resident.drop()
+        tracking.finish(result.status)
         if before_result is not None:
             result = before_result(result)
         events.emit(result)
@@ -61,7 +70,9 @@ def _failure(error: Exception) -> Result:
     from trainer.rows import RowError
 
     text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    if isinstance(error, (ModelLoadError, TemplateError, RowError)):
+    if isinstance(error, RowError):
+        text = f"{error.key}: {text}"
+    if isinstance(error, (BadInput, ModelLoadError, TemplateError, RowError)):
         return Result(status="bad_input", reason=text)
     if "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError":
         return Result(status="oom", reason=f"oom: {text}")
@@ -69,6 +80,12 @@ def _failure(error: Exception) -> Result:
 
 
 def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> Result:
+    if spec.backend == "grouped":
+        from trainer.group.run_group import run_alone
+
+        if resident is not None:
+            resident.drop()  # the group wraps the base's layers: not a base the next trial can take
+        return run_alone(spec, events)
     phase = time.time()
     from trainer.backends import attach_lora, choose_backend, load_in_4bit, load_model
 
@@ -92,6 +109,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     model = attach_lora(backend, model, spec.lora, spec.training.seed, quantized, device)
     phase = _phase(events, "lora", phase)
 
+    tracking.start(spec)
     config = sft_config(spec, device)
     tokens_per_step = _mean_tokens(train_ds) * config.per_device_train_batch_size * config.gradient_accumulation_steps
     eval_points = None if spec.training.eval_steps else spec.training.eval_points
@@ -100,6 +118,11 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
         model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         callbacks=[callback, *fault_callbacks(config.per_device_train_batch_size, spec.trial_number)],
     )
+    if spec.evaluate_only:
+        events.emit(Setup(backend=backend, device=device, total_steps=0, train_rows=len(train_ds),
+                          eval_rows=len(eval_ds), notes=[f"format={fmt}", f"4bit={quantized}", "evaluate_only"]))
+        _phase(events, "trainer", phase)
+        return evaluate_base(spec, trainer, tokenizer, eval_rows, fmt, backend, device, resident)
     start = checkpoints.resume_point(spec)
     checkpoints.claim(spec)
     resumed = start.step
@@ -125,7 +148,8 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
             trainer.evaluate()
         adapter = save_adapter(spec, trainer.model, tokenizer)
         samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
-        result = Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples, **base)
+        result = Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples,
+                        chrf=chrf(samples), **base)
     if resident is not None:
         # trained biases (lora.bias other than none) changed the base: the next trial loads afresh
         if spec.lora.bias == "none":
@@ -134,6 +158,22 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
             resident.drop()
     checkpoints.drop(spec)  # finished (ok or pruned): nothing will resume them
     return result
+
+
+def evaluate_base(spec: TrialSpec, trainer, tokenizer, eval_rows, fmt, backend, device, resident=None) -> Result:
+    """The base model as it is, before any training: eval loss, samples and their chrF.
+
+    The trainer's model carries LoRA adapters that were never trained: PEFT starts every ``B``
+    matrix at zero, so their output is zero and the model is the base. Going through the same
+    trainer as a trial gives a loss measured exactly as the trials' are (same rows, collator and
+    batches), and works where the Trainer refuses a quantized model without adapters.
+    """
+    loss = trainer.evaluate()["eval_loss"]
+    samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
+    if resident is not None:
+        resident.keep(trainer.model)
+    return Result(status="ok", eval_loss=loss, samples=samples, chrf=chrf(samples), backend=backend,
+                  peak_memory_mb=peak_memory_mb(device))
 
 
 _FROZEN = False
@@ -202,7 +242,8 @@ def sft_config(spec: TrialSpec, device: str):
         save_strategy="steps" if t.eval_steps else "no", save_steps=t.eval_steps,
         save_total_limit=1, logging_steps=t.logging_steps, seed=t.seed, data_seed=t.seed,
         bf16=dtype == "bfloat16", fp16=dtype == "float16", gradient_checkpointing=False,
-        max_length=spec.model.max_seq_length, packing=t.packing, report_to="none", disable_tqdm=True,
+        max_length=spec.model.max_seq_length, packing=t.packing, disable_tqdm=True,
+        report_to=list(t.report_to) or "none", run_name=tracking.run_name(spec),
         dataloader_num_workers=0, use_cpu=device == "cpu",
     )
 
@@ -229,35 +270,6 @@ def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final.resolve()
-
-
-def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, backend) -> list[dict[str, str]]:
-    """Answers to the first ``samples.count`` eval prompts, for reading next to the loss."""
-    if not spec.samples.count or fmt == "text":
-        return []
-    import torch
-
-    from trainer.rows import as_messages
-
-    samples = []
-    model.eval()
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    for row in eval_rows[: spec.samples.count]:
-        messages = as_messages(row, fmt)
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompt = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
-        greedy = spec.samples.temperature == 0
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=spec.samples.max_new_tokens, do_sample=not greedy,
-                                 temperature=None if greedy else spec.samples.temperature,
-                                 pad_token_id=tokenizer.pad_token_id)
-        answer = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"], "answer": answer})
-    return samples
 
 
 def peak_memory_mb(device: str) -> float:

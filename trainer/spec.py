@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DTYPES = get_args(Dtype)  # also the choices of a merged model's dtype (trainer.merge, sweep export)
 SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# transformers' names of its experiment-tracker integrations (``report_to``); a test keeps them in step
+TRACKERS = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
+            "neptune", "swanlab", "tensorboard", "trackio", "wandb")
 
 
 class Strict(BaseModel):
@@ -49,8 +52,8 @@ class DataSpec(Strict):
         None, gt=0.0, lt=1.0, description="Fraction of the train rows split off as eval set, with split_seed."
     )
     split_seed: int = Field(42, description="Seed of the train/eval split.")
-    format: Literal["auto", "chat", "alpaca", "text"] = Field(
-        "auto", description="Row format: chat `messages`, alpaca `instruction`/`input`/`output`, or `text`."
+    format: Literal["auto", "chat", "sharegpt", "alpaca", "text"] = Field(
+        "auto", description="Row format: chat `messages`, sharegpt `conversations`, alpaca `instruction`/`output`, or `text`."
     )
     train_on_responses_only: bool | None = Field(
         None, description="Loss on assistant tokens only. Default: true for chat and alpaca rows, false for text."
@@ -109,6 +112,20 @@ class TrainingFixed(Strict):
     max_steps: int | None = Field(None, ge=1, description="Stop after N steps (overrides epochs).")
     packing: bool = Field(False, description="Pack several rows into one sequence.")
     seed: int = Field(3407, description="Seed of the trainer and of LoRA's initialisation.")
+    report_to: list[Literal[TRACKERS]] = Field(
+        default_factory=list, description="Experiment trackers, as transformers names them (tensorboard, mlflow, "
+                                          "wandb, ...): one run per trial, named STUDY/trial-N. 'none' or []: none."
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        # transformers takes a name or a list; "all" is not taken: a sweep's trackers are named, not whatever is installed
+        if value is None or value == "none":
+            return []
+        if isinstance(value, str):
+            return [value]
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
 
 class TrainingSpec(TrainingFixed):
@@ -138,13 +155,20 @@ class TrialSpec(Strict):
     training: TrainingSpec
     samples: SamplesSpec = Field(default_factory=SamplesSpec)
     output_dir: str = Field(description="The trial's folder: adapter/, checkpoints/, events.jsonl live here.")
-    backend: Literal["auto", "unsloth", "transformers"] = Field(
-        "auto", description="'auto': Unsloth where installed and a GPU is present, else transformers + PEFT."
+    backend: Literal["auto", "unsloth", "transformers", "grouped"] = Field(
+        "auto", description="'auto': Unsloth where installed and a GPU is present, else transformers + PEFT; "
+        "'grouped': transformers with the shared-base trainer of trainer.group (here a group of one)."
     )
     resume: bool = Field(True, description="Continue from the newest checkpoint in output_dir if there is one.")
     cache_dir: str | None = Field(None, description="Per-study cache of tokenised datasets (none: no cache).")
     study_uid: str | None = Field(None, description="Id of the study (version): only its trials resume its checkpoints.")
     keep_checkpoints: bool = Field(False, description="Keep the checkpoints of a finished trial (default: drop them).")
+    study_dir: str | None = Field(
+        None, description="The study's folder (runs/NAME): trackers keep their local files under it (default: output_dir)."
+    )
+    evaluate_only: bool = Field(
+        False, description="Measure the base model before any training: eval loss, samples and chrF; no adapter."
+    )
 
     @property
     def out(self) -> Path:

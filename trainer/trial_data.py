@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.data_check import check_data
-from trainer.rows import RowError
 from trainer.spec import TrialSpec
 
 
@@ -50,7 +49,9 @@ def encode(spec: TrialSpec, tokenizer, train_rows: list[dict], eval_rows: list[d
     train = encode_rows(tokenizer, train_rows, fmt, responses_only, max_len)
     evaluation = encode_rows(tokenizer, eval_rows, fmt, responses_only, max_len)
     if not train or not evaluation:
-        raise RowError("no row keeps an assistant token within model.max_seq_length")
+        from trainer.run_trial import BadInput  # the trainer's, imported by now: a model limit, not a row's fault
+
+        raise BadInput("no row keeps an assistant token within model.max_seq_length")
     train_ds, eval_ds = Dataset.from_list(train), Dataset.from_list(evaluation)
     if key is not None:
         data_cache.store(Path(spec.cache_dir), key, train_ds, eval_ds)

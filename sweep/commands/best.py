@@ -1,4 +1,8 @@
-"""``python -m sweep best --study NAME [--json]``: the best trial, its parameters and its adapter."""
+"""``python -m sweep best --study NAME [--json]``: the best trial, its parameters and its adapter.
+
+An adapter folder that is no longer on disk (a moved or cleaned runs folder) is said so, next to
+its path (``--json``: ``"adapter_on_disk": false``).
+"""
 
 from __future__ import annotations
 
@@ -26,10 +30,18 @@ def best_trial(optuna_study, study_name: str):
 
 
 def main(args) -> int:
+    from sweep.export_adapter import trial_adapter
+
     study, optuna_study = open_existing(args)
-    record = trial_record(best_trial(optuna_study, study.name))
+    trial = best_trial(optuna_study, study.name)
+    record = trial_record(trial)
+    try:
+        trial_adapter(trial)
+        missing = ""
+    except UserError:
+        missing = "  (missing: no adapter there any more; was the runs folder moved or cleaned?)"
     if args.json:
-        print(json.dumps(record, indent=2, default=str))
+        print(json.dumps({**record, "adapter_on_disk": not missing}, indent=2, default=str))
         return 0
     attrs = record["user_attrs"]
     print(f"best trial of {study.name}: #{record['number']}  eval_loss {record['value']:.4f}")
@@ -37,5 +49,5 @@ def main(args) -> int:
         if name in record["params"]:
             print(f"  {name}: {record['params'][name]}")
     print(f"  lora_alpha: {attrs.get(LORA_ALPHA)}\n  use_rslora: {attrs.get(USE_RSLORA)}")
-    print(f"  adapter: {attrs.get(ADAPTER_PATH)}")
+    print(f"  adapter: {attrs.get(ADAPTER_PATH)}{missing}")
     return 0

@@ -3,7 +3,9 @@
 Serves the real optuna-dashboard on the study's storage, with the study's artifact store
 (``runs/NAME/artifacts``), so each trial's page lists its resolved spec, trainer log and sample
 generations next to its loss curve. Binds to 127.0.0.1 unless ``--host`` says otherwise (the
-dashboard can edit the study: expose it only on a network you trust). Ctrl-C stops it.
+dashboard can edit the study: expose it only on a network you trust). Ctrl-C stops it. It also
+prints the plain ``optuna-dashboard`` command that shows the same: without ``--artifact-dir`` plain
+optuna-dashboard shows no trial files.
 
 Examples::
 

@@ -6,10 +6,15 @@ RUNNING by a killed orchestrator are failed as stale once their heartbeat is old
 resumes from the trial's last checkpoint. An edited study file is compared with the one the study
 recorded: see sweep.study_versions. Several workers (processes, hosts) may run the same
 study at once through one storage; see docs/parallel.md.
+
+``--n-trials N`` replaces ``search.n_trials`` for this run and is a total too, so the same command
+run again resumes instead of adding trials; ``--n-trials +N`` asks for N more than the study has
+finished now.
 """
 
 from __future__ import annotations
 
+from sweep.errors import UserError
 from sweep.study_runs import add_study_arguments
 
 
@@ -24,10 +29,24 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="start the study over: move its runs folder (RUNS_DIR/NAME, with its SQLite database) "
                              "aside to RUNS_DIR/NAME.old-DATE first")
+    parser.add_argument("--n-trials", metavar="N", help="finished trials the study should have, for this run instead "
+                        "of search.n_trials (a total: running the same command again resumes); +N: N more than now")
     parser.set_defaults(func=main)
 
 
+def parse_n_trials(text: str | None) -> tuple[int, bool] | None:
+    """``--n-trials`` as (count, whether it is on top of the finished trials); None when not given."""
+    if text is None:
+        return None
+    more = text.startswith("+")
+    digits = text.removeprefix("+")
+    if not digits.isdigit() or int(digits) < 1:
+        raise UserError(f"--n-trials: {text!r} is not allowed: give a total like 20, or +5 for 5 more than now")
+    return int(digits), more
+
+
 def main(args) -> int:
+    args.n_trials = parse_n_trials(args.n_trials)
     from sweep.run_study import run_study  # optuna and friends: only once a command runs
 
     return run_study(args)

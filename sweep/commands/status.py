@@ -6,6 +6,7 @@ import json
 
 from rich.console import Console
 
+from sweep.base_model import base_line
 from sweep.study_runs import add_study_arguments, open_existing
 from sweep.trial_table import trial_record, trials_table
 
@@ -23,5 +24,9 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(records, indent=2, default=str))
     else:
-        Console().print(trials_table(records, f"study {study.name}"))
+        console = Console()
+        console.print(trials_table(records, f"study {optuna_study.study_name}"))
+        line = base_line(optuna_study.user_attrs)
+        if line:
+            console.print(line)
     return 0

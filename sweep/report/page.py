@@ -20,7 +20,7 @@ table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid
 """
 MEASURED = ((attrs.TRAIN_LOSS, "train loss"), (attrs.STEPS, "steps"), (attrs.TRAIN_SECONDS, "train seconds"),
             (attrs.TOKENS_PER_SECOND, "tokens/s"), (attrs.PEAK_MEMORY_MB, "peak memory (MB)"),
-            (attrs.BACKEND, "backend"), (attrs.ADAPTER_PATH, "adapter"))
+            (attrs.BACKEND, "backend"), (attrs.CHRF, "chrF of the sample answers"), (attrs.ADAPTER_PATH, "adapter"))
 
 
 def render_page(data: StudyData, charts: list[Chart], config: dict | None, samples_of: int) -> str:
@@ -57,7 +57,8 @@ def _summary(data: StudyData) -> str:
     generated = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (f"<h1>Study {_e(data.name)}</h1><p>{_e(data.description)}</p>"
             f"<p class=\"muted\">{len(data.trials)} trials: {_e(counts)}. Report generated {_e(generated)}; "
-            "PNG versions of the charts lie beside this file.</p>")
+            "PNG versions of the charts lie beside this file.</p>"
+            + (f"<p><b>{_e(data.base[0].upper() + data.base[1:])}</b>, measured as every trial is.</p>" if data.base else ""))
 
 
 def _best(data: StudyData) -> str:

@@ -18,6 +18,7 @@ class StudyData:
     description: str
     trials: list  # every trial, by number
     complete: list  # COMPLETE trials, best (lowest eval loss) first
+    base: str | None = None  # how the base model did before training (sweep.base_model), if measured
 
     @property
     def best(self):
@@ -61,4 +62,7 @@ def study_data(optuna_study, name: str, description: str = "") -> StudyData:
 
     trials = sorted(optuna_study.get_trials(deepcopy=False), key=lambda t: t.number)
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, t.number))
-    return StudyData(name=name, description=description, trials=trials, complete=complete)
+    from sweep.base_model import base_line
+
+    return StudyData(name=name, description=description, trials=trials, complete=complete,
+                     base=base_line(optuna_study.user_attrs))

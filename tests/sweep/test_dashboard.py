@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 
@@ -32,7 +34,7 @@ def _get(url: str) -> bytes:
 
 @contextmanager
 def _dashboard(study, port: int, stop: signal.Signals = signal.SIGINT):
-    """Start ``python -m sweep dashboard`` and wait until it answers; yields (base URL, its first output line)."""
+    """Start ``python -m sweep dashboard`` and wait until it answers; yields (base URL, its first two output lines)."""
     # stderr to a file, not a pipe nobody reads: a server that writes more than a pipe holds would block
     errors = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, "-m", "sweep", "dashboard", *study.args(), "--port", str(port)],
@@ -48,7 +50,7 @@ def _dashboard(study, port: int, stop: signal.Signals = signal.SIGINT):
             except OSError:
                 assert time.time() < deadline, "the dashboard did not answer within 60 s"
                 time.sleep(0.2)
-        yield base, process.stdout.readline().strip()
+        yield base, [process.stdout.readline().strip() for _ in range(2)]
     finally:
         process.send_signal(stop)  # Ctrl-C (or a service manager's SIGTERM): the command stops cleanly
         assert process.wait(timeout=60) == 0, _read(errors)
@@ -74,7 +76,7 @@ def _listening_addresses(port: int) -> set[str]:
 def test_dashboard_shows_the_trials_their_values_params_and_files(finished_study, chromium, tmp_path):
     study = optuna.load_study(study_name=finished_study.name, storage=finished_study.storage)
     port = _free_port()
-    with _dashboard(finished_study, port) as (base, first_line):
+    with _dashboard(finished_study, port) as (base, (first_line, _)):
         assert _listening_addresses(port) == {"127.0.0.1"}
         summaries = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
         assert [s["study_name"] for s in summaries] == [finished_study.name]
@@ -103,6 +105,38 @@ def test_dashboard_shows_the_trials_their_values_params_and_files(finished_study
         screenshot = tmp_path / "dashboard.png"
         chromium(f"{base}/dashboard/studies/{study_id}/trials", f"--screenshot={screenshot}", "--window-size=1400,1400")
         assert screenshot.stat().st_size > 20_000
+
+
+def test_dashboard_prints_the_plain_optuna_dashboard_command_that_shows_the_trial_files(finished_study):
+    port, plain_port = _free_port(), _free_port()
+    with _dashboard(finished_study, port) as (_, (_, second_line)):
+        prefix = "the same with plain optuna-dashboard: "
+        assert second_line == (f"{prefix}optuna-dashboard {finished_study.storage} --artifact-dir "
+                               f"{finished_study.folder / 'artifacts'} --port {port}")
+    command = shlex.split(second_line.removeprefix(prefix))
+    command[command.index("--port") + 1] = str(plain_port)
+    command[0] = str(Path(sys.executable).parent / "optuna-dashboard")  # the one installed beside this Python
+    errors = tempfile.TemporaryFile("w+")
+    plain = subprocess.Popen([*command, "--quiet"], stdout=subprocess.DEVNULL, stderr=errors)
+    base = f"http://127.0.0.1:{plain_port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert plain.poll() is None, _read(errors)
+            try:
+                summaries = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
+                break
+            except OSError:
+                assert time.time() < deadline, "plain optuna-dashboard did not answer within 60 s"
+                time.sleep(0.2)
+        served = json.loads(_get(f"{base}/api/studies/{summaries[0]['study_id']}"))["trials"]
+        for trial in served:
+            assert sorted(a["filename"] for a in trial["artifacts"]) == ["samples.jsonl", "spec.json", "trainer.log"]
+            artifact = trial["artifacts"][0]
+            assert _get(f"{base}/artifacts/{summaries[0]['study_id']}/{trial['trial_id']}/{artifact['artifact_id']}")
+    finally:
+        plain.terminate()
+        plain.wait(timeout=30)
 
 
 def test_dashboard_stops_cleanly_on_sigterm(finished_study):

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.sweep.live_study import DEMO_DATA, TINY_MODEL, status_json, sweep_cli
 from trainer.chat_data import IGNORE, encode_rows, set_chat_template
 from trainer.rows import read_jsonl
+from trainer.samples import chrf
 
 
 def eval_loss(model, tokenizer) -> float:
@@ -63,12 +64,19 @@ def test_best_adapter_beats_the_base_model(demo_run):
     tuned = eval_loss(tuned_model, tokenizer)
     assert tuned < base - 0.5, (base, tuned)
     assert abs(tuned - best["value"]) < 0.05  # the recorded objective is this eval loss
+    recorded = json.loads((demo_run / "demo" / "base" / "events.jsonl").read_text().splitlines()[-1])
+    assert recorded["status"] == "ok" and abs(recorded["eval_loss"] - base) < 0.05  # measured once, before training
+    done = sweep_cli("status", "--study", "demo", "--runs-dir", str(demo_run))
+    assert f"base model before training: eval_loss {recorded['eval_loss']:.4f}" in done.stdout
 
 
 def test_samples_are_stored_with_each_trial(demo_run):
     for t in status_json("demo", demo_run):
         samples = t["user_attrs"]["samples"]
         assert len(samples) == 2 and all(s["prompt"] and s["reference"] for s in samples)
+        assert t["user_attrs"]["chrf"] == chrf(samples)
+    done = sweep_cli("status", "--study", "demo", "--runs-dir", str(demo_run))
+    assert "chrF" in done.stdout
 
 
 def test_best_prints_the_best_trial_and_its_adapter(demo_run):

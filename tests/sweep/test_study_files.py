@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from sweep.errors import UserError
+from sweep.model_source import hub_cache_dir
 from sweep.study_file import load_study
 from tests.sweep.live_study import DEMO_DATA, MINIMAL_STUDY, STUDIES, TINY_MODEL, study_errors, write_study_text
 
@@ -14,7 +16,7 @@ SHIPPED = sorted(STUDIES.glob("*.yaml"))
 
 
 def test_studies_folder_ships_the_three_studies():
-    assert {p.stem for p in SHIPPED} >= {"demo", "lr-rank", "full-space"}
+    assert {p.stem for p in SHIPPED} >= {"demo", "lr-rank", "full-space", "smollm2-sv", "smollm2-sv-cpu"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -128,9 +130,50 @@ def test_model_path_that_does_not_exist(tmp_path):
     assert "model.name_or_path" in line and "'./no-such-model'" in line and "hub id" in line
 
 
-def test_hub_id_is_accepted_without_checking(tmp_path):
+def cache_snapshot(cache: Path, hub_id: str) -> Path:
+    """A Hugging Face hub cache holding ``hub_id`` as ``hf download`` leaves it: models--ORG--NAME/snapshots/REV/."""
+    snapshot = cache / f"models--{hub_id.replace('/', '--')}" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    shutil.copy(TINY_MODEL / "config.json", snapshot / "config.json")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abcd")
+    return snapshot
+
+
+def test_hub_id_in_the_hugging_face_cache_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cache_snapshot(tmp_path / "hub", "AI-Sweden-Models/Llama-3-8B-instruct")
     study = load_study(str(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instruct"))))
     assert study.config.model.name_or_path == "AI-Sweden-Models/Llama-3-8B-instruct"
+
+
+@pytest.mark.parametrize("offline", ["", "1"])
+def test_hub_id_not_in_the_cache_names_the_places_it_looked(tmp_path, monkeypatch, offline):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    cache_snapshot(tmp_path / "hf" / "hub", "AI-Sweden-Models/Llama-3-8B-instruct")
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instrukt")))
+    assert "model.name_or_path: 'AI-Sweden-Models/Llama-3-8B-instrukt' is not allowed" in line
+    assert f"{tmp_path / 'AI-Sweden-Models/Llama-3-8B-instrukt'} does not exist" in line
+    assert f"{tmp_path / 'hf/hub/models--AI-Sweden-Models--Llama-3-8B-instrukt'} has no snapshot" in line
+    assert "hf download AI-Sweden-Models/Llama-3-8B-instrukt" in line
+    assert ("HF_HUB_OFFLINE is set here" if offline else "HF_HUB_OFFLINE=1") in line
+
+
+def test_typo_in_a_relative_model_folder_is_a_path_not_a_hub_id(tmp_path):
+    shutil.copytree(TINY_MODEL, tmp_path / "models" / "tiny-llama")
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "models/tiny-lama")))
+    assert f"'models/tiny-lama' is not allowed: {tmp_path / 'models/tiny-lama'} does not exist" in line
+    assert "Hugging Face cache" not in line
+
+
+def test_hub_cache_folder_is_found_as_huggingface_hub_finds_it(tmp_path):
+    home = Path.home()
+    assert hub_cache_dir({}) == home / ".cache/huggingface/hub"
+    assert hub_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/huggingface/hub")
+    assert hub_cache_dir({"HF_HOME": "/h", "XDG_CACHE_HOME": "/x"}) == Path("/h/hub")
+    assert hub_cache_dir({"HF_HUB_CACHE": "/c", "HF_HOME": "/h"}) == Path("/c")
 
 
 def test_missing_dataset(tmp_path):
@@ -146,3 +189,13 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_missing_study_file_lists_known_studies():
     with pytest.raises(UserError, match=r"no-such-study: no study of that name.*demo"):
         load_study("no-such-study")
+
+
+@pytest.mark.parametrize("name", ["smollm2-sv", "smollm2-sv-cpu"])
+def test_smollm2_studies_train_on_the_shipped_swedish_rows(name):
+    config = load_study(name, resolve_paths=False).config
+    # the folder `python -m trainer.make_model smollm2 studies/models/smollm2-135m-instruct` writes
+    assert config.model.name_or_path == "./models/smollm2-135m-instruct"
+    assert config.model.chat_template == "model" and config.samples.count > 0
+    for path in (config.data.train, config.data.eval):
+        assert (STUDIES / path).is_file() and "sv-translate" in path

@@ -1,4 +1,8 @@
-"""Models that cannot serve end their trial with a clear recorded reason and a one-line error."""
+"""Models that cannot serve are refused before the study exists, with one line naming the study file's key.
+
+The trainer-side check (``python -m trainer.row_lengths``) loads their config and tokenizer as a
+trial would; nothing is created.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import shutil
 import yaml
 from transformers import ViTConfig, ViTModel
 
-from tests.sweep.live_study import TINY_MODEL, status_json, sweep_cli, write_study
+from tests.sweep.live_study import TINY_MODEL, sweep_cli, write_study
 
 
 def study_on(tmp_path, model_dir, chat_template="model"):
@@ -31,9 +35,10 @@ def test_tokenizer_without_chat_template_on_chat_data(tmp_path):
     runs = tmp_path / "runs"
     done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs))
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "has no chat template" in done.stderr and "chat_template: llama-3" in done.stderr
-    (trial,) = status_json(str(study), runs)
-    assert trial["state"] == "FAIL" and "no chat template" in trial["user_attrs"]["fail_reason"]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {study}: model.chat_template: 'model' is not allowed here: ")
+    assert "has no chat template" in line and "chat_template: llama-3" in line
+    assert not runs.exists()
 
 
 def test_model_that_is_not_a_causal_lm(tmp_path):
@@ -46,6 +51,7 @@ def test_model_that_is_not_a_causal_lm(tmp_path):
     runs = tmp_path / "runs"
     done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs))
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "as a causal LM" in done.stderr
-    (trial,) = status_json(str(study), runs)
-    assert trial["state"] == "FAIL" and "causal LM" in trial["user_attrs"]["fail_reason"]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {study}: model.name_or_path: '{model}' is a 'vit' model, which is not a causal "
+                           "language model")
+    assert not runs.exists()

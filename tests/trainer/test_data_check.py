@@ -1,5 +1,5 @@
 """One data check for the orchestrator and the trainer: the same bad data is refused by ``sweep run``'s
-pre-flight and by a trainer started on it, with the same words."""
+pre-flight and by a trainer started on it, with the same words (``KEY: MESSAGE``, the study file's key first)."""
 
 from __future__ import annotations
 
@@ -39,16 +39,17 @@ def study_with(tmp_path, train_rows: list | None = None, eval_rows: list | None 
 
 CASES = {
     "no-format": ({"train_rows": [{"question": "Hej?", "answer": "Hej!"}]},
-                  "data.train {train}: row 1 is in none of the formats chat (messages with an assistant turn), "
-                  "alpaca (instruction/input/output) or text; its keys are ['answer', 'question']"),
-    "mixed": ({"train_rows": [CHAT, ALPACA]}, "data.train {train}: row 2 is alpaca but the rows are chat; "
+                  "data.train: {train}: line 1 is in none of the formats chat (messages with an assistant turn), "
+                  "sharegpt (conversations with from/value), alpaca (instruction/input/output) or text; its keys are "
+                  "['answer', 'question']"),
+    "mixed": ({"train_rows": [CHAT, ALPACA]}, "data.train: {train}: line 2 is alpaca but the rows are chat; "
                                               "use one format per file"),
-    "eval-differs": ({"eval_rows": [ALPACA]}, "data.eval {eval}: row 1 is alpaca but the rows are chat; "
+    "eval-differs": ({"eval_rows": [ALPACA]}, "data.eval: {eval}: line 1 is alpaca but the rows are chat; "
                                               "use one format per file"),
-    "not-json": ({"train_rows": [json.dumps(CHAT) + "\n", "{broken\n"]}, "{train}:2: not valid JSON "
-                                                                          "(Expecting property name enclosed in double quotes)"),
+    "not-json": ({"train_rows": [json.dumps(CHAT) + "\n", "{broken\n"]},
+                 "data.train: {train}:2: not valid JSON (Expecting property name enclosed in double quotes)"),
     "empty-eval-split": ({"train_rows": [CHAT] * 5, "eval": None, "eval_fraction": 0.05},
-                         "data.eval_fraction: 0.05 of 5 rows leaves an empty eval set; use a larger fraction or a "
+                         "data.eval_fraction: 0.05 of 5 rows leaves an empty eval set; give a larger fraction or a "
                          "separate eval file"),
     "text-responses-only": ({"train_rows": [{"text": "Hej världen"}], "eval_rows": [{"text": "Hej"}],
                              "train_on_responses_only": True},
@@ -63,7 +64,7 @@ def test_preflight_and_the_check_refuse_bad_data_in_the_same_words(tmp_path, cas
     expected = message.format(train=study.config.data.train, eval=study.config.data.eval)
     with pytest.raises(RowError) as caught:
         check_data(study.config.data)
-    assert str(caught.value) == expected
+    assert f"{caught.value.key}: {caught.value}" == expected
     with pytest.raises(UserError) as refused:
         preflight(study)
     assert str(refused.value) == f"{study.path}: {expected}"

@@ -1,0 +1,275 @@
+"""Tokens per second of the shared-base group trainer at several K beside bare transformers + PEFT + TRL runs.
+
+    python3 bench/fill_gpu.py --model /tmp/smol --ks 1,2,4,8,16 --bare-batches 16,128         # GPU
+    python3 bench/fill_gpu.py --model studies/models/tiny-llama --device cpu --ks 1,2 \\
+        --bare-batches 4 --batch 4 --steps 5 --rows-tokens 32                                  # CPU check
+
+Every run loads the base afresh from ``--model`` (bf16 and sdpa on a GPU, float32 and eager attention on
+the CPU), trains ``--steps`` optimizer steps on the same short rows and times the steps after the first
+``--warmup`` (torch.cuda.synchronize around the window, CUDA events inside it; the median step beside
+the window's mean, as other work on a shared machine lands on a few steps). The rows are
+``--data`` (chat JSONL, encoded with the model's chat template) or synthetic: random token ids of about
+``--rows-tokens`` tokens (0.75x to 1.25x), the loss on the last two thirds of each.
+
+- ``group K=k``: :class:`trainer.group.group_trainer.GroupTrainer`, k trials of batch ``--batch`` each
+  (learning rates spread 1e-4..1e-3, seeds differ, rank ``--r``), one stacked forward and backward a step,
+  for every ``--matmul`` way of applying the adapters; tokens/s counts all k trials' real tokens.
+- ``bare batch b``: one PEFT model and TRL SFTTrainer at micro-batch b (adamw_torch, linear schedule,
+  logging every step), the baseline a single trial gets.
+
+Prints one JSON line per run, then a table. Settings beside every figure: model, device, dtype, r,
+all seven projections, batch, rows, attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="folder of the base model (and its tokenizer)")
+    parser.add_argument("--data", type=Path, help="chat JSONL rows (default: synthetic rows)")
+    parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when there is one")
+    parser.add_argument("--ks", default="1,2,4,8,16", help="group sizes to measure (empty: none)")
+    parser.add_argument("--matmul", default="loop,bmm", help="ways to apply the adapters (loop, bmm)")
+    parser.add_argument("--bare-batches", default="16,128", help="micro-batches of the bare TRL runs (empty: none)")
+    parser.add_argument("--batch", type=int, default=16, help="micro-batch of each trial in a group")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
+    parser.add_argument("--rows-tokens", type=int, default=64, help="synthetic rows: mean tokens a row")
+    parser.add_argument("--r", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA base (bitsandbytes, GPU only)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.steps <= args.warmup:
+        parser.error(f"--steps must exceed --warmup, but got steps={args.steps}, warmup={args.warmup}")
+
+    import torch
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = bench_rows(args)
+    runs = [(group_run, k, matmul) for k in _ints(args.ks) for matmul in args.matmul.split(",")]
+    runs += [(bare_run, batch) for batch in _ints(args.bare_batches)]
+    results = []
+    for run, *how in runs:
+        results.append(report(run(args, rows, *how)))
+        gc.collect()  # the run's model is gone: give its memory back before the next one loads
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def load(args):
+    """The base model and tokenizer as a trial loads them (trainer.backends), on ``args.device``."""
+    from trainer.backends import load_model
+    from trainer.spec import ModelSpec
+
+    spec = ModelSpec(name_or_path=args.model, load_in_4bit=args.load_in_4bit, max_seq_length=4096)
+    model, tokenizer = load_model("transformers", spec, args.device, seed=3407)
+    model.set_attn_implementation("sdpa" if args.device == "cuda" else "eager")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def bench_rows(args) -> list[dict]:
+    """``{input_ids, labels}`` rows: the chat file encoded, or synthetic short rows."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.data:
+        from trainer.chat_data import encode_rows, set_chat_template
+        from trainer.rows import read_jsonl
+
+        set_chat_template(tokenizer, "model" if tokenizer.chat_template else "llama-3", needs_template=True)
+        return encode_rows(tokenizer, read_jsonl(args.data), "chat", True, 4096)
+    rng = random.Random(0)
+    rows = []
+    for _ in range(4096):
+        n = rng.randint(args.rows_tokens * 3 // 4, args.rows_tokens * 5 // 4)
+        ids = [rng.randrange(8, len(tokenizer) - 8) for _ in range(n)]
+        rows.append({"input_ids": ids, "labels": [-100] * (n // 3) + ids[n // 3:]})
+    return rows
+
+
+class Window:
+    """Wall time and CUDA-event time of the steady steps: synchronised at both ends, events recorded inside."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.torch, self.cuda = torch, device == "cuda"
+        self.wall = self.gpu_ms = None
+        self.laps: list[float] = []  # wall seconds of each step in the window (after its losses were read)
+
+    def start(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.begin = self.torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        self.t0 = self.last = time.perf_counter()
+
+    def lap(self) -> None:
+        now = time.perf_counter()
+        self.laps.append(now - self.last)
+        self.last = now
+
+    def stop(self) -> None:
+        if self.cuda:
+            end = self.torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.torch.cuda.synchronize()
+            self.gpu_ms = self.begin.elapsed_time(end)
+        self.wall = time.perf_counter() - self.t0
+
+
+def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
+    """k trials in one GroupTrainer for ``args.steps`` steps."""
+    import torch
+
+    from trainer.events import EventWriter
+    from trainer.group.batches import TrainOrder
+    from trainer.group.group_trainer import GroupTrainer
+    from trainer.group.member import log_progress
+    from trainer.spec import TrialSpec
+
+    model, tokenizer = load(args)
+    cuda = args.device == "cuda"
+    _reset(cuda)
+    trainer = GroupTrainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None)
+    folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))
+    for i in range(k):
+        spec = TrialSpec.model_validate({
+            "study": "fill-gpu", "trial_number": i, "output_dir": str(folder / str(i)),
+            "model": {"name_or_path": args.model}, "data": {"train": "-", "eval": "-"},
+            "lora": {"r": args.r, "lora_alpha": args.r},
+            "training": {"learning_rate": 1e-4 * 10 ** (i / max(1, k - 1)), "num_train_epochs": 100,
+                         "per_device_train_batch_size": args.batch, "optim": "adamw_torch", "seed": 3407 + i},
+        })
+        order = TrainOrder(rows, args.batch, 1, 100, args.steps + 1, spec.training.seed, tokenizer.pad_token_id)
+        trainer.add(spec, order, [], EventWriter(folder / f"events-{i}.jsonl"), time.time()).start_at(0)
+    window, tokens, first = Window(args.device), 0, time.perf_counter()
+    for step in range(1, args.steps + 1):
+        if step == args.warmup + 1:
+            window.start()
+        for member, batch, loss in trainer.train_step():
+            member.after_backward(batch, loss)
+            tokens += batch.tokens if step > args.warmup else 0
+        log_progress(trainer.members)  # as a group run logs: one read of all losses a step
+        if step > args.warmup:
+            window.lap()
+        if step == 1:
+            first = time.perf_counter() - first
+    window.stop()
+    return _figures(args, f"group K={k} {matmul}", k * args.batch, tokens, window, first)
+
+
+def bare_run(args, rows: list[dict], batch: int) -> dict:
+    """One PEFT + TRL SFTTrainer trial at micro-batch ``batch``."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, tokenizer = load(args)
+    cuda = args.device == "cuda"
+    _reset(cuda)
+    model = get_peft_model(model, LoraConfig(r=args.r, lora_alpha=args.r, target_modules=TARGETS,
+                                             task_type="CAUSAL_LM"))
+    collate, tokens = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id), []
+    window, started = Window(args.device), time.perf_counter()
+
+    def counting(examples):  # batch i is collated just before step i (no dataloader workers)
+        tokens.append(sum(len(e["input_ids"]) for e in examples))
+        return collate(examples)
+
+    class Clock(TrainerCallback):
+        first = None
+
+        def on_step_end(self, a, state, control, **kw):
+            if state.global_step == 1:
+                Clock.first = time.perf_counter() - started
+            if state.global_step == args.warmup:
+                window.start()
+            elif state.global_step > args.warmup:
+                window.lap()
+            if state.global_step == args.steps:
+                window.stop()
+
+    config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="fill-gpu-bare-"), per_device_train_batch_size=batch,
+                       max_steps=args.steps, learning_rate=2e-4, lr_scheduler_type="linear", warmup_steps=2,
+                       optim="adamw_torch", weight_decay=0.01, bf16=cuda, logging_steps=1, save_strategy="no",
+                       eval_strategy="no", report_to="none", disable_tqdm=True, gradient_checkpointing=False,
+                       max_length=4096, dataloader_num_workers=0, use_cpu=not cuda, seed=3407)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         data_collator=counting, callbacks=[Clock()])
+    trainer.train()
+    return _figures(args, f"bare batch {batch}", batch, sum(tokens[args.warmup:args.steps]), window, Clock.first)
+
+
+def _figures(args, name: str, rows_per_step: int, tokens: int, window: Window, first: float) -> dict:
+    import torch
+
+    cuda = args.device == "cuda"
+    steps = args.steps - args.warmup
+    median = statistics.median(window.laps)
+    figures = {
+        "run": name, "tokens_per_s": round(tokens / window.wall, 1), "step_s": round(window.wall / steps, 4),
+        # on a shared machine other work lands on some steps: the median step is the steadier figure
+        "tokens_per_s_median_step": round(tokens / steps / median, 1), "median_step_s": round(median, 4),
+        "gpu_ms_per_step": round(window.gpu_ms / steps, 2) if window.gpu_ms is not None else None,
+        "rows_per_step": rows_per_step, "first_step_s": round(first, 2),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "settings": {"model": args.model, "device": args.device, "dtype": "bf16" if cuda else "float32",
+                     "r": args.r, "targets": "all 7", "4bit": args.load_in_4bit, "data": str(args.data or
+                     f"synthetic ~{args.rows_tokens} tokens"), "steps": args.steps, "warmup": args.warmup},
+    }
+    return figures
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _reset(cuda: bool) -> None:
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def report(figures: dict) -> dict:
+    print(json.dumps(figures), flush=True)
+    return figures
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| run | tokens/s | tokens/s (median step) | s/step | GPU ms/step | rows/step | first step s | peak GiB |",
+             "|---" * 8 + "|"]
+    for r in results:
+        lines.append(f"| {r['run']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s_median_step']:,.0f} | "
+                     f"{r['step_s']} | {r['gpu_ms_per_step']} | "
+                     f"{r['rows_per_step']} | {r['first_step_s']} | {r['peak_gib']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

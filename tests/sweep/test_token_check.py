@@ -1,0 +1,35 @@
+"""The rows-against-tokenizer check: its answer is kept once the study exists and read again while the
+inputs stay the same; a changed data file is checked afresh."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sweep.errors import UserError
+from sweep.study_file import load_study
+from sweep.token_check import check_rows_fit
+from tests.sweep.live_study import write_study
+from trainer.row_lengths import LengthReport
+
+
+def test_the_answer_is_kept_after_the_study_exists_and_read_while_inputs_stay(tmp_path):
+    study = load_study(str(write_study(tmp_path, "kept", 2)))
+    folder = tmp_path / "runs" / "kept"
+    record = check_rows_fit(study, folder)
+    assert not folder.exists()  # nothing written before the study exists
+    record()
+    (kept,) = (folder / "cache").glob("row-lengths-*.json")
+    report = LengthReport.model_validate_json(kept.read_text())
+    assert [(s.key, s.rows, s.over) for s in report.splits] == [("data.train", 96, 0), ("data.eval", 16, 0)]
+
+    # the kept answer is what a later run reads: a problem written into it is reported, no subprocess asked
+    kept.write_text(report.model_copy(update={"key": "model.chat_template", "problem": "kept"}).model_dump_json())
+    with pytest.raises(UserError, match=r"model.chat_template: kept$"):
+        check_rows_fit(study, folder)
+
+    train = tmp_path / "data" / "train.jsonl"
+    os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 10**9))  # the data changed
+    check_rows_fit(study, folder)()
+    assert len(list((folder / "cache").glob("row-lengths-*.json"))) == 2

@@ -1,0 +1,40 @@
+"""``python -m trainer.group`` refuses bad input with one line and exit 2, and records why in each trial."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.sweep.live_study import DEMO_DATA, run_module
+from trainer.spec import TrialSpec
+
+
+def group_cli(*args: str) -> subprocess.CompletedProcess:
+    return run_module("trainer.group", *args, timeout=300)
+
+
+def test_a_spec_that_is_not_valid_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "spec.json").write_text('{"study": "s"}')
+    done = group_cli(str(tmp_path / "spec.json"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {tmp_path / 'spec.json'}: not a valid trial spec")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_base_that_cannot_load_ends_every_trial_as_bad_input(tmp_path):
+    paths = []
+    for number in (0, 1):
+        spec = TrialSpec.model_validate({
+            "study": "s", "trial_number": number, "output_dir": str(tmp_path / str(number)), "backend": "grouped",
+            "model": {"name_or_path": str(tmp_path / "no-such-model"), "load_in_4bit": False},
+            "data": {"train": str(DEMO_DATA / "train.jsonl"), "eval": str(DEMO_DATA / "eval.jsonl")},
+            "lora": {"r": 4, "lora_alpha": 8}, "training": {"learning_rate": 1e-3, "num_train_epochs": 1},
+        })
+        spec.write(tmp_path / f"{number}.json")
+        paths.append(str(tmp_path / f"{number}.json"))
+    done = group_cli(*paths)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for number in (0, 1):
+        lines = (tmp_path / str(number) / "events.jsonl").read_text().splitlines()
+        result = json.loads(lines[-1])
+        assert result["status"] == "bad_input" and "no-such-model" in result["reason"]

@@ -1,0 +1,13 @@
+"""Several trials in one trainer on one shared frozen base (the ``grouped`` backend).
+
+- :mod:`trainer.group.multi_lora`: a frozen linear layer with one LoRA adapter per trial, each
+  applied to its own rows of a stacked batch;
+- :mod:`trainer.group.batches`: each trial's micro-batches in the Trainer's order;
+- :mod:`trainer.group.member`: one trial's optimizer, schedule, eval points, stop file and events;
+- :mod:`trainer.group.group_trainer`: the shared stacked forward and backward, and evaluation;
+- :mod:`trainer.group.peft_format`: a member's adapter saved as an ordinary PEFT adapter;
+- :mod:`trainer.group.run_group`: a queue of trial specs through a group, folders and results.
+
+A trial trained in a group ends with the same adapter and eval curve as the same trial trained
+alone (a group of one), bit for bit on the CPU.
+"""

@@ -1,0 +1,273 @@
+"""Run trials as one group on one shared base: load once, train together, each trial ends on its own.
+
+    results = run_group([spec_a, spec_b, spec_c], max_live=2)
+
+At most ``max_live`` trials train at once; when one ends (its epochs done), is stopped (its
+``STOP`` file) or fails, it leaves the group and the next spec joins at the next step. Each trial
+writes its own folder as ``python -m trainer`` would: ``events.jsonl`` (started, phases, setup,
+progress, evaluations, result), ``adapter/`` in PEFT's format with the tokenizer and
+``trial_spec.json``. A failure of one trial's own part (its data, its optimizer step, its save)
+ends that trial only; a failure of the shared forward ends every trial in the group at that step.
+All specs must share the ``model`` section (one base).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+import trainer.run_trial as single
+from trainer import checkpoints
+from trainer.events import EventWriter, Phase, Result, Setup, Started
+from trainer.group.batches import TrainOrder, eval_batches
+from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
+from trainer.group.member import log_progress
+from trainer.samples import chrf, generate_samples
+from trainer.spec import TrialSpec
+from trainer.trial_data import encode, load_rows
+from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE
+
+DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
+
+
+class TrialFolder:
+    """A trial's folder while it is in the group: its lock, events file and, at the end, its result.
+
+    Given ``events``, the caller already holds the folder and writes ``Started`` and the result itself.
+    """
+
+    def __init__(self, spec: TrialSpec, events: EventWriter | None = None) -> None:
+        self.spec, self.events, self.owned = spec, events, events is None
+        self.lock, self.result, self.started = None, None, time.time()
+
+    def open(self) -> None:
+        self.started = time.time()
+        if self.owned:
+            from trainer.process_guard import hold_trial_folder
+
+            self.spec.out.mkdir(parents=True, exist_ok=True)
+            self.lock = hold_trial_folder(self.spec.out, single.FOLDER_WAIT_SECONDS)
+            self.events = EventWriter(self.spec.out / EVENTS_FILE)
+            self.events.emit(Started(pid=os.getpid()))
+
+    def close(self, result: Result) -> None:
+        self.result = result
+        if self.owned and self.events is not None:
+            self.events.emit(result)
+            self.events.close()
+        if self.lock is not None:
+            self.lock.close()
+
+
+def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str = "loop", attention: str | None = None,
+              folders: list[TrialFolder] | None = None) -> list[Result]:
+    """Train ``specs`` on one base, ``max_live`` at a time (all by default); their results, in order."""
+    import torch
+
+    from trainer.backends import load_model, torch_dtype
+    from trainer.group.group_trainer import GroupTrainer
+
+    folders = folders or [TrialFolder(spec) for spec in specs]
+    first = specs[0]
+    for spec in specs[1:]:
+        if spec.model != first.model:
+            raise single.BadInput(f"trial {spec.trial_number}: model section differs from trial {first.trial_number}'s; "
+                           "a group shares one base")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    began = time.time()
+    try:
+        model, tokenizer = load_model("transformers", first.model, device, first.training.seed)
+        model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
+        dtype = torch_dtype(first.model, device)
+        targets = sorted({t for spec in specs for t in spec.lora.target_modules})
+        trainer = GroupTrainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+    except Exception as error:  # no base, no group: every trial ends with the reason
+        traceback.print_exc()
+        result = Result(status="bad_input", reason=_last_line(error)) if isinstance(error, ValueError) \
+            else single._failure(error)
+        for folder in folders:
+            _end_unstarted(folder, result)
+        return [folder.result for folder in folders]
+    group = GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began)
+    queue = deque(folders)
+    while queue or group.live:
+        while queue and len(group.live) < (max_live or len(folders)):
+            group.join(queue.popleft())
+        if group.live:
+            group.step()
+    return [folder.result for folder in folders]
+
+
+def run_alone(spec: TrialSpec, events: EventWriter, matmul: str = "loop", attention: str | None = None) -> Result:
+    """One trial through the group path (a group of one), into the caller's events: ``backend: grouped``."""
+    return run_group([spec], 1, matmul, attention, [TrialFolder(spec, events)])[0]
+
+
+class GroupRun:
+    """The members in training (each with its folder), the encoded data they share, and their comings and goings."""
+
+    def __init__(self, trainer, tokenizer, device: str, matmul: str, loaded: float) -> None:
+        self.trainer, self.tokenizer, self.device, self.matmul, self.loaded = trainer, tokenizer, device, matmul, loaded
+        self.live: dict = {}
+        self.data: dict[str, tuple] = {}
+
+    def join(self, folder: TrialFolder) -> None:
+        """Add the folder's trial to the group; a trial that cannot join gets its result at once."""
+        try:
+            folder.open()
+        except Exception as error:  # a busy folder: not this trial's to write
+            traceback.print_exc()
+            folder.result = single._failure(error)
+            return
+        try:
+            member = self._member(folder)
+        except ValueError as error:  # the spec, data or template (BadInput, RowError, TemplateError, ...)
+            traceback.print_exc()
+            folder.close(Result(status="bad_input", reason=_last_line(error)))
+        except Exception as error:
+            traceback.print_exc()
+            folder.close(single._failure(error))
+        else:
+            self.live[member] = folder
+
+    def _member(self, folder: TrialFolder):
+        from trainer.env_contract import FAULT_ENV
+        from trainer.faults import parse_faults
+
+        spec, phase, pad = folder.spec, time.time(), self.tokenizer.pad_token_id
+        folder.events.emit(Phase(name="model", seconds=self.loaded))
+        if spec.training.packing:
+            raise single.BadInput("training.packing: the grouped backend stacks rows unpacked; set packing to false")
+        train, evaluation, _, fmt = self._encoded(spec)
+        t = spec.training
+        order = TrainOrder(train, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
+                           t.max_steps, t.seed, pad)
+        phase = _phase(folder, "data", phase)
+        faults = [f for f in parse_faults(os.environ.get(FAULT_ENV, "")) if f.trial in (None, spec.trial_number)]
+        member = self.trainer.add(spec, order, eval_batches(evaluation, t.per_device_eval_batch_size, pad),
+                                  folder.events, folder.started, faults)
+        _phase(folder, "lora", phase)
+        point = find_checkpoint(member)
+        folder.events.emit(Setup(backend="grouped", device=self.device, total_steps=order.total_steps,
+                                 train_rows=len(train), eval_rows=len(evaluation), resumed_from_step=point.step,
+                                 resume_note=point.note,
+                                 notes=[f"format={fmt}", f"matmul={self.matmul}", f"slot={member.slot}",
+                                        f"group={len(self.trainer.members)}", "optim=adamw_torch"]))
+        if point.path is None:
+            member.start_at(0)
+        else:
+            restore_checkpoint(member, self.trainer.adapter_weights(member), Path(point.path))
+        return member
+
+    def _encoded(self, spec: TrialSpec) -> tuple:
+        """Train and eval items, eval rows and format of the spec's data, encoded once per data section."""
+        key = spec.data.model_dump_json()
+        if key not in self.data:
+            train_rows, eval_rows, fmt = load_rows(spec)
+            train, evaluation = encode(spec, self.tokenizer, train_rows, eval_rows, fmt)
+            self.data[key] = (train.to_list(), evaluation.to_list(), eval_rows, fmt)
+        return self.data[key]
+
+    def step(self) -> None:
+        """One group step: forward and backward, each member's optimizer step, evaluations, departures."""
+        try:
+            stepped = self.trainer.train_step()
+        except Exception as error:  # the shared part failed: no member can go on
+            traceback.print_exc()
+            for member in list(self.live):
+                self._leave(member, single._failure(error))
+            return
+        done = []
+        for member, batch, loss in stepped:
+            try:
+                if member.after_backward(batch, loss):
+                    done.append(member)
+            except Exception as error:
+                traceback.print_exc()
+                self._leave(member, single._failure(error))
+        log_progress([m for m in done if m in self.live])
+        evaluated = [m for m in done if m in self.live and m.eval_due]
+        self._evaluate(evaluated)
+        for member in [m for m in evaluated if m in self.live and not m.finished]:
+            self._checkpoint(member)
+        for member in [m for m in done if m in self.live]:
+            if member.stop_requested:
+                self._leave(member, self._result(member, "stopped"))
+            elif member.finished:
+                self._complete(member)
+
+    def _evaluate(self, members: list) -> None:
+        if not members:
+            return
+        try:
+            for member, value in zip(members, self.trainer.evaluate(members), strict=True):
+                member.record_eval(value)
+        except Exception as error:
+            traceback.print_exc()
+            for member in members:
+                self._leave(member, single._failure(error))
+
+    def _checkpoint(self, member) -> None:
+        """At an eval point before the end (as the Trainer saves with eval_points); a failure ends the trial."""
+        try:
+            save_checkpoint(member, self.trainer.adapter_weights(member), self.trainer.model.name_or_path)
+        except Exception as error:
+            traceback.print_exc()
+            self._leave(member, single._failure(error))
+
+    def _complete(self, member) -> None:
+        """Save the finished member's adapter and samples; its result."""
+        from trainer.group.peft_format import save_group_adapter
+
+        spec = self.live[member].spec
+        try:
+            if not member.evals or member.evals[-1][0] != member.step:
+                member.record_eval(self.trainer.evaluate([member])[0])
+            adapter = save_group_adapter(spec, self.trainer.adapter_weights(member), self.tokenizer,
+                                         self.trainer.model.name_or_path, spec.out / ADAPTER_DIR)
+            _, _, eval_rows, fmt = self._encoded(spec)
+            with self.trainer.routing.only(member.slot):
+                samples = generate_samples(spec, self.trainer.model, self.tokenizer, eval_rows, fmt, "transformers")
+            result = self._result(member, "ok", eval_loss=member.evals[-1][1], adapter_path=str(adapter),
+                                  samples=samples, chrf=chrf(samples))
+        except Exception as error:
+            traceback.print_exc()
+            result = single._failure(error)
+        self._leave(member, result)
+
+    def _result(self, member, status: str, **fields) -> Result:
+        reason = "stopped by the orchestrator (pruned)" if status == "stopped" else None
+        return Result(status=status, reason=reason, steps=member.step, backend="grouped",
+                      train_seconds=time.time() - self.live[member].started, tokens_per_second=member.tokens_per_second,
+                      peak_memory_mb=single.peak_memory_mb(self.device), train_loss=member.mean_train_loss,
+                      train_tokens=member.train_tokens, **fields)
+
+    def _leave(self, member, result: Result) -> None:
+        if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
+            checkpoints.drop(self.live[member].spec)
+        self.trainer.remove(member)
+        self.live.pop(member).close(result)
+
+
+def _end_unstarted(folder: TrialFolder, result: Result) -> None:
+    """Record ``result`` for a trial that never joined (its folder's lock first, when it is ours to take)."""
+    try:
+        folder.open()
+    except Exception as error:
+        folder.result = single._failure(error)
+        return
+    folder.close(result)
+
+
+def _last_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
+
+
+def _phase(folder: TrialFolder, name: str, since: float) -> float:
+    now = time.time()
+    folder.events.emit(Phase(name=name, seconds=now - since))
+    return now

@@ -1,0 +1,64 @@
+"""Sample answers to eval prompts, and their chrF against the references: a quality figure beside the loss.
+
+After training, a trial answers the first ``samples.count`` eval prompts (greedy unless
+``samples.temperature`` is set); each sample records the prompt, the reference answer from the
+data and the model's answer. chrF (sacrebleu's ``CHRF``: character 6-grams, recall weighted
+twice, 0 to 100) compares the answers with the references over all samples at once (corpus level),
+so a trial that learned the task scores higher even where its eval loss is close to another's.
+"""
+
+from __future__ import annotations
+
+from trainer.spec import TrialSpec
+
+
+def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, backend) -> list[dict[str, str]]:
+    """Answers to the first ``samples.count`` eval prompts, generated in batches of the eval batch size."""
+    if not spec.samples.count or fmt == "text":
+        return []
+    from trainer.rows import as_messages
+
+    prompts, samples = [], []
+    for row in eval_rows[: spec.samples.count]:
+        messages = as_messages(row, fmt)
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompts.append(tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True))
+        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"]})
+    model.eval()
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    size = spec.training.per_device_eval_batch_size
+    answers = []
+    for start in range(0, len(prompts), size):
+        answers += _generate(spec, model, tokenizer, prompts[start:start + size])
+    return [{**sample, "answer": answer} for sample, answer in zip(samples, answers, strict=True)]
+
+
+def _generate(spec: TrialSpec, model, tokenizer, prompts: list[str]) -> list[str]:
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # a batch of prompts must end where generation starts
+    try:
+        batch = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    greedy = spec.samples.temperature == 0
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=spec.samples.max_new_tokens, do_sample=not greedy,
+                             temperature=None if greedy else spec.samples.temperature,
+                             pad_token_id=tokenizer.pad_token_id)
+    start = batch["input_ids"].shape[1]
+    return [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in out]
+
+
+def chrf(samples: list[dict[str, str]]) -> float | None:
+    """Corpus-level chrF (0 to 100) of the samples' answers against their references; None without samples."""
+    if not samples:
+        return None
+    from sacrebleu.metrics import CHRF
+
+    score = CHRF().corpus_score([s["answer"] for s in samples], [[s["reference"] for s in samples]])
+    return round(score.score, 4)
