@@ -172,7 +172,7 @@ def test_a_killed_group_resumes_each_trial_from_its_checkpoint(data, alone, tmp_
 
     killed = group("kill@5:trial=0")  # both trials checkpointed at step 4, their second eval point
     assert killed.returncode == -9, killed.stdout + killed.stderr
-    assert sorted(p.name for p in (tmp_path / "1" / "checkpoints").iterdir()) == ["checkpoint-4"]
+    assert sorted(p.name for p in (tmp_path / "1" / "checkpoints").iterdir()) == ["checkpoint-4", "owner.json"]
     done = group()
     assert done.returncode == 0, done.stdout + done.stderr
     for number in (0, 1):
