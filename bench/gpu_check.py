@@ -1,4 +1,4 @@
-"""The GPU path, checked end to end in one device call (see docs/BENCHMARKS.md and shared/gpu/README.md).
+"""The GPU path, checked end to end in one device call (see docs/BENCHMARKS.md; what the host needs: docs/gpu.md).
 
     python3 bench/gpu_check.py [--workdir /tmp/gpu-check] [--steps 12]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from sweep.study_file import Study
 from sweep.trainer_process import TrainerProcess
+from sweep.trial_attrs import BASE_CHRF, BASE_EVAL_LOSS
 from trainer.events import Result, read_all
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
 from trainer.trial_folder import EVENTS_FILE, SPEC_FILE
 
 BASE_DIR = "base"
-BASE_EVAL_LOSS, BASE_CHRF = "base_eval_loss", "base_chrf"
 POLL_SECONDS = 0.5
 
 

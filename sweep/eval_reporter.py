@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-EVAL_LOSSES = "eval_losses"  # user attr: [[step, eval_loss], ...], kept for pruned trials too
+from sweep.trial_attrs import EVAL_LOSSES
 
 
 class EvalReporter:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from sweep.errors import UserError
 from sweep.model_card import adapter_card, merged_card
-from sweep.trainer_process import PROJECT_ROOT
+from sweep.trainer_process import child_env
+from sweep.trial_attrs import ADAPTER_PATH
 from sweep.writable import unwritable_reason
 from trainer.spec import TrialSpec
+from trainer.trial_folder import ADAPTER_SPEC_FILE, adapter_complete
 
 MERGED_DIR = "merged"
 CARD = "README.md"
-SPEC_FILE = "trial_spec.json"
 
 
 def choose_trial(optuna_study, study_name: str, number: int | None):
@@ -53,8 +54,8 @@ def complete_count(optuna_study) -> int:
 
 def trial_adapter(trial) -> Path:
     """The trial's adapter folder, which must still be on disk."""
-    path = trial.user_attrs.get("adapter_path")
-    if not path or not (Path(path) / "adapter_config.json").is_file() or not (Path(path) / SPEC_FILE).is_file():
+    path = trial.user_attrs.get(ADAPTER_PATH)
+    if not path or not adapter_complete(path):
         raise UserError(f"trial #{trial.number}: its adapter folder {path} is missing or incomplete "
                         "(was the runs folder moved or cleaned?)")
     return Path(path)
@@ -74,7 +75,7 @@ def check_destination(to: Path) -> None:
 def export_trial(trial, adapter: Path, to: Path, study_name: str, best_number: int, n_complete: int,
                  merge_dtype: str | None) -> Path:
     """Copy ``adapter`` with a model card to ``to``; with ``merge_dtype``, also a merged model in ``to/merged``."""
-    spec = TrialSpec.read(adapter / SPEC_FILE)
+    spec = TrialSpec.read(adapter / ADAPTER_SPEC_FILE)
     to = to.resolve()
     to.parent.mkdir(parents=True, exist_ok=True)
     staging = to.parent / f".{to.name}.partial-{os.getpid()}"
@@ -99,9 +100,8 @@ def export_trial(trial, adapter: Path, to: Path, study_name: str, best_number: i
 
 def run_merge(adapter: Path, out: Path, dtype: str) -> str:
     """Merge in a ``python -m trainer.merge`` subprocess; returns the dtype the merged weights were saved in."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "trainer.merge", str(adapter), str(out), "--dtype", dtype]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env({}), stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
         last = lines[-1].removeprefix("error: ") if lines else "no output"

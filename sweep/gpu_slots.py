@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from trainer.callbacks_contract import TRIALS_ON_DEVICE_ENV
+from trainer.env_contract import DEVICE_ENV, TRIALS_ON_DEVICE_ENV
 
 WAKE_SECONDS = 0.5
 
@@ -44,7 +44,7 @@ class Lease:
         """Environment of a trainer run under this lease."""
         env = {TRIALS_ON_DEVICE_ENV: str(self.trials_on_device)}
         if self.device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = self.device
+            env[DEVICE_ENV] = self.device
         return env
 
     def describe(self) -> dict:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from sweep import trial_attrs as attrs
 from sweep.model_source import HUB_ID
 from trainer.spec import TrialSpec
+from trainer.trial_folder import ADAPTER_SPEC_FILE
 
 TAGS = ["lora", "peft", "sft", "trl", "transformers", "lora-sweep", "optuna"]
 
@@ -49,8 +51,8 @@ def merged_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_com
 
 def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int, library: str, kind: str,
           usage: str, extra_tags: list[str] | None = None) -> str:
-    attrs = trial.user_attrs
-    backend = attrs.get("backend") or spec.backend
+    recorded = trial.user_attrs
+    backend = recorded.get(attrs.BACKEND) or spec.backend
     tags = [*TAGS, *(extra_tags or []), *(["unsloth"] if backend == "unsloth" else [])]
     base = base_model(spec.model.name_or_path)
     front = yaml.safe_dump({"base_model": base, "library_name": library,
@@ -64,13 +66,13 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
         f"Fine-tuned with LoRA by lora-sweep in the Optuna study `{study_name}`: "
         f"trial #{trial.number}, {rank}.{_local_note(spec.model.name_or_path, base)}\n\n"
         f"## Results\n\n| metric | value |\n| --- | --- |\n| eval loss | {trial.value:.4f} |\n"
-        + _row("train loss", attrs.get("train_loss")) + _row("training steps", attrs.get("steps"))
-        + _row("training seconds", attrs.get("train_seconds")) + _row("backend", backend)
+        + _row("train loss", recorded.get(attrs.TRAIN_LOSS)) + _row("training steps", recorded.get(attrs.STEPS))
+        + _row("training seconds", recorded.get(attrs.TRAIN_SECONDS)) + _row("backend", backend)
         + f"\nEval set: `{eval_set}`.\n\n"
         "## How it was made\n\n| setting | value |\n| --- | --- |\n"
         + "".join(_row(name, value) for name, value in _settings(spec))
         + f"\nTraining data: `{spec.data.train}` (row format: {spec.data.format}). The complete trial spec is in "
-        "`trial_spec.json` beside this card.\n\n"
+        f"`{ADAPTER_SPEC_FILE}` beside this card.\n\n"
         f"## Usage\n\n{usage}"
     )
 

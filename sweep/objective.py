@@ -1,57 +1,42 @@
-"""The Optuna objective: sample a configuration, run it in a trainer subprocess, record what came back.
+"""The Optuna objective: sample a configuration, run it in a trainer, record what came back.
 
-Each call builds the trial's :class:`trainer.spec.TrialSpec`, writes it to the trial's folder, starts
-``python -m trainer`` on it and follows its events: eval losses are reported to Optuna (which may
-prune), progress goes to the live view. The trial's value is the final eval loss; everything else
-the trainer measured is stored as user attributes. Failures become FAIL trials with a
-``fail_reason`` (``oom``, ``timeout``, ``crash: <last error line>``; details in ``fail_detail``)
-and the study goes on.
+Each call samples the trial's values, records them, builds the trial's
+:class:`trainer.spec.TrialSpec`, writes it to the trial's folder and has a launcher start a trainer
+on it (:mod:`sweep.trainer_launch`: a fresh process or a warm worker, the objective does not ask
+which). :mod:`sweep.trial_watch` follows the trainer's events to its end; :mod:`sweep.trial_outcome`
+turns its result into the trial's value, ``TrialPruned`` or a FAIL with a ``fail_reason``. A
+configuration that already ran is not trained again (:mod:`sweep.repeats`).
 
 Out of memory is met in two steps before the trial gives up: a trial that shared its device is
 placed again with the device to itself (same settings, from its checkpoint); a trial alone on its
 device runs again with half the micro-batch and twice the gradient accumulation (from scratch).
-A trial is COMPLETE only once its adapter folder holds a full adapter.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import optuna
 
-from sweep.errors import UserError
-from sweep.eval_reporter import EvalReporter
+from sweep import trial_attrs as attrs
 from sweep.gpu_slots import Lease, PoolStopped, SlotPool
 from sweep.progress import ProgressView
 from sweep.repeats import earlier_trial, repeat_outcome
-from sweep.retries import RETRY_OF
 from sweep.study_file import Study
 from sweep.study_versions import Identity
-from sweep.trainer_process import TrainerProcess
+from sweep.trainer_launch import launcher_for
 from sweep.trial_artifacts import artifact_store, attach_trial_files
-from sweep.warm_trainers import WarmTrainerPool
-from trainer.events import Evaluation, Phase, Progress, Result, Setup
+from sweep.trial_outcome import Interrupted, conclude, interrupted
+from sweep.trial_watch import follow
+from trainer.events import Result
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
+from trainer.trial_folder import CHECKPOINT_DIR, EVENTS_FILE, SPEC_FILE, STOP_FILE
 
-POLL_SECONDS = 0.2
-PRUNE_GRACE_SECONDS = 60
-INTERRUPT_GRACE_SECONDS = 2.0  # SIGTERM, then SIGKILL: Ctrl-C must end the run within a few seconds
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # user attr "worker": which orchestrator ran a trial
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-class TrialFailed(Exception):
-    """A trial ended without a result; the message is its ``fail_reason``."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """The orchestrator was asked to stop (Ctrl-C or SIGTERM) while this trial ran."""
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which orchestrator ran a trial
 
 
 class Objective:
@@ -65,23 +50,21 @@ class Objective:
         self.progress = progress
         self.pool = pool
         self.stopping = stopping
-        execution = study.config.execution
-        self.warm = WarmTrainerPool(folder / "workers", execution.backend, execution.worker_max_trials,
-                                    execution.worker_max_leak_mb, stopping) if execution.warm_workers else None
+        self.launcher = launcher_for(study.config.execution, folder / "workers", stopping)
         self.artifacts = artifact_store(folder)
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = self.study.config.search.params.sample(trial)
-        trial.set_user_attr("lora_alpha", values["lora_alpha"])
-        trial.set_user_attr("use_rslora", values["use_rslora"])
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr(attrs.LORA_ALPHA, values["lora_alpha"])
+        trial.set_user_attr(attrs.USE_RSLORA, values["use_rslora"])
+        trial.set_user_attr(attrs.WORKER, WORKER)
         earlier = earlier_trial(trial)
         if earlier is not None:  # the same seeded run already ran: training it again would only repeat it
             self.progress.trial_finished(trial.number, earlier.state.name, earlier.value,
                                          f"same as trial {earlier.number}, not trained again")
             return repeat_outcome(trial, earlier)
         trial_dir = self.trial_dir(trial)
-        trial.set_user_attr("trial_dir", str(trial_dir))
+        trial.set_user_attr(attrs.TRIAL_DIR, str(trial_dir))
         spec = self.build_spec(trial, values, trial_dir)
         try:
             return self._run_placed(trial, spec)
@@ -91,7 +74,7 @@ class Objective:
 
     def trial_dir(self, trial: optuna.Trial) -> Path:
         """The trial's folder; a retry of an interrupted trial reuses the original's, to resume its checkpoint."""
-        number = trial.user_attrs.get(RETRY_OF, trial.number)
+        number = trial.user_attrs.get(attrs.RETRY_OF, trial.number)
         path = self.folder / "trials" / f"{self.identity.trial_prefix}{number:05d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -116,154 +99,58 @@ class Objective:
         try:
             while True:
                 placements.append(lease.describe())
-                trial.set_user_attr("placements", placements)
+                trial.set_user_attr(attrs.PLACEMENTS, placements)
                 result = self._run_once(trial, spec, lease)
                 if result.status != "oom":
                     break
                 t = spec.training
                 if lease.shared and not lease.exclusive:
-                    trial.set_user_attr("oom_replaced", f"out of memory beside other trials on device {lease.device}: "
+                    trial.set_user_attr(attrs.OOM_REPLACED, f"out of memory beside other trials on device {lease.device}: "
                                                         "placed again with a device to itself")
                     self.pool.release(lease)
                     lease = None
                     lease = self._acquire(trial, exclusive=True)
                 elif not halved and t.per_device_train_batch_size > 1:
                     half = t.per_device_train_batch_size // 2
-                    trial.set_user_attr("oom_retry", f"micro-batch {t.per_device_train_batch_size} -> {half}, "
+                    trial.set_user_attr(attrs.OOM_RETRY, f"micro-batch {t.per_device_train_batch_size} -> {half}, "
                                                      f"gradient accumulation {t.gradient_accumulation_steps} -> "
                                                      f"{t.gradient_accumulation_steps * 2}")
                     spec.training = t.model_copy(update={"per_device_train_batch_size": half,
                                                          "gradient_accumulation_steps": t.gradient_accumulation_steps * 2})
                     spec.resume, halved = False, True
-                    shutil.rmtree(spec.out / "checkpoints", ignore_errors=True)
+                    shutil.rmtree(spec.out / CHECKPOINT_DIR, ignore_errors=True)
                 else:
                     break
         finally:
             if lease is not None:
                 self.pool.release(lease)
         attach_trial_files(trial, spec.out, result.samples, self.artifacts)
-        return self._conclude(trial, result)
+        return conclude(trial, result, self.progress, self.study.path)
 
     def _acquire(self, trial: optuna.Trial, exclusive: bool) -> Lease:
         try:
             return self.pool.acquire(exclusive=exclusive)
         except PoolStopped:
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise Interrupted() from None
+            raise interrupted(trial) from None
 
     def _run_once(self, trial: optuna.Trial, spec: TrialSpec, lease: Lease) -> Result:
-        spec_path = spec.out / "spec.json"
+        spec_path = spec.out / SPEC_FILE
         spec.write(spec_path)
-        for stale in ("STOP", "events.jsonl"):
+        for stale in (STOP_FILE, EVENTS_FILE):
             (spec.out / stale).unlink(missing_ok=True)
-        if self.warm is not None:
-            process = self.warm.start_trial(spec.out, spec_path, lease.env())
-        else:
-            process = TrainerProcess(spec.out, spec_path, lease.env())
-        trial.set_user_attr("log_path", str(process.log_path))
+        handle = self.launcher.start_trial(spec.out, spec_path, lease.env())
+        trial.set_user_attr(attrs.LOG_PATH, str(handle.log_path))
         self.progress.trial_started(trial.number, spec.params)
         try:
-            return self._follow(trial, spec, process)
+            return follow(trial, handle, self.progress, self.stopping, self.study.config.execution.timeout_minutes)
         finally:
-            if self.warm is not None:
-                self.warm.finished(process)
-
-    def _follow(self, trial: optuna.Trial, spec: TrialSpec, process: TrainerProcess) -> Result:
-        timeout = self.study.config.execution.timeout_minutes
-        reporter = EvalReporter(trial)
-        result: Result | None = None
-        pruned_at: float | None = None
-        while True:
-            exited = process.poll() is not None
-            for event in process.events.read_new():
-                if isinstance(event, Setup):
-                    trial.set_user_attr("backend", event.backend)
-                    trial.set_user_attr("device", event.device)
-                    trial.set_user_attr("resumed_from_step", event.resumed_from_step)
-                    self.progress.trial_step(trial.number, 0, event.total_steps)
-                elif isinstance(event, Phase):
-                    self.progress.trial_phase(trial.number, event.name)
-                elif isinstance(event, Progress):
-                    self.progress.trial_step(trial.number, event.step, event.total_steps, event.loss)
-                elif isinstance(event, Evaluation):
-                    if reporter.evaluated(event.step, event.eval_loss, event.point):
-                        process.request_stop()
-                        pruned_at = time.time()
-                elif isinstance(event, Result):
-                    result = event
-            if exited:
-                break
-            if self.stopping.is_set():
-                process.kill(grace_seconds=INTERRUPT_GRACE_SECONDS)
-                trial.set_user_attr("fail_reason", "interrupted")
-                raise Interrupted()
-            if timeout and time.time() - process.started > timeout * 60:
-                process.kill()
-                trial.set_user_attr("fail_detail", f"still running after the time limit of {timeout:g} min")
-                return Result(status="error", reason="timeout")
-            if pruned_at and time.time() - pruned_at > PRUNE_GRACE_SECONDS:
-                process.kill()
-                break
-            time.sleep(POLL_SECONDS)
-        trial.set_user_attr("exit_status", process.poll())
-        trial.set_user_attr("wall_seconds", round(time.time() - process.started, 2))
-        if self.stopping.is_set() and (result is None or result.status != "ok"):
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise Interrupted()
-        if pruned_at is not None:
-            return result if result and result.status == "stopped" else Result(status="stopped", reason="pruned")
-        if result is None:
-            return self._died(trial, process)
-        return result
-
-    @staticmethod
-    def _died(trial: optuna.Trial, process: TrainerProcess) -> Result:
-        """The result of a trainer that ended without reporting one (killed, or broken before it could)."""
-        code, last = process.poll(), process.last_log_line()
-        trial.set_user_attr("fail_detail", f"trainer exited with code {code}; last log line: {last}")
-        if code is not None and code < 0:
-            return Result(status="error", reason=f"crash: trainer killed by {signal.Signals(-code).name}")
-        return Result(status="error", reason=f"crash: {last or f'trainer exited with code {code}'}")
-
-    def _conclude(self, trial: optuna.Trial, result: Result) -> float:
-        for key in ("train_loss", "tokens_per_second", "peak_memory_mb", "train_seconds", "train_tokens", "steps",
-                    "backend", "chrf"):
-            value = getattr(result, key)
-            if value is not None:
-                trial.set_user_attr(key, value)
-        if result.samples:
-            trial.set_user_attr("samples", result.samples)
-        if result.status == "ok" and not _adapter_complete(Path(result.adapter_path or "")):
-            result = Result(status="error", reason=f"crash: the trainer reported an adapter at {result.adapter_path} "
-                                                   "that is missing or incomplete")
-        if result.status == "ok":
-            trial.set_user_attr("adapter_path", result.adapter_path)
-            self.progress.trial_finished(trial.number, "COMPLETE", result.eval_loss)
-            return result.eval_loss
-        if result.status == "stopped":
-            self.progress.trial_finished(trial.number, "PRUNED", None)
-            raise optuna.TrialPruned()
-        reason = result.reason or result.status
-        if result.status == "oom":
-            trial.set_user_attr("fail_detail", reason)
-            reason = "oom"
-        trial.set_user_attr("fail_reason", reason)
-        self.progress.trial_finished(trial.number, "FAIL", None, reason)
-        if result.status == "bad_input":
-            raise UserError(f"{self.study.path}: trial {trial.number} cannot run: {reason}")
-        raise TrialFailed(reason)
+            self.launcher.finished(handle)
 
     def close(self) -> None:
-        """End the idle warm workers (running trials end with their threads)."""
-        if self.warm is not None:
-            self.warm.close()
+        """End what the launcher keeps between trials (running trials end with their threads)."""
+        self.launcher.close()
 
     def interrupt(self) -> None:
         """Stop the run: each running trial's thread ends its trainer and records it as interrupted."""
         self.stopping.set()
         self.pool.wake()
-
-
-def _adapter_complete(path: Path) -> bool:
-    """Whether ``path`` holds a PEFT adapter: its config and its weights."""
-    return (path / "adapter_config.json").is_file() and any((path / name).is_file() for name in ADAPTER_FILES)

@@ -1,11 +1,12 @@
 """Checks of the data and the folders made before a study is touched; each failure is a one-line UserError.
 
-The data: JSONL files are read here (UTF-8, one known row format, non-empty train and eval sets); a
-folder must be a dataset saved with ``datasets``, and its rows are read by the check against the
-tokenizer (:mod:`sweep.token_check`, a subprocess that may import ``datasets``). The folders: the
-runs folder and an SQLite database's folder must be writable. Nothing here writes anything;
-:func:`sweep.run_study.run_study` runs these, then :func:`sweep.storage.check_database_file`, then
-the tokenizer check, before it opens the study.
+The data: :func:`trainer.data_check.check_data`, the same check the trainer makes (JSONL files are
+read here: UTF-8, one known row format, non-empty train and eval sets); a folder must be a dataset
+saved with ``datasets``, and its rows are read by the check against the tokenizer
+(:mod:`sweep.token_check`, a subprocess that may import ``datasets`` and runs the same check). The
+folders: the runs folder and an SQLite database's folder must be writable. Nothing here writes
+anything; :func:`sweep.run_study.run_study` runs these, then :func:`sweep.storage.check_database_file`,
+then the tokenizer check, before it opens the study.
 """
 
 from __future__ import annotations
@@ -16,22 +17,14 @@ from sweep.errors import UserError
 from sweep.storage import sqlite_path
 from sweep.study_file import Study
 from sweep.writable import unwritable_reason
-from trainer.rows import RowError, check_saved_dataset, load_data
+from trainer.data_check import check_data as check_rows
+from trainer.rows import RowError
 
 
 def check_data(study: Study) -> None:
-    """The data sections' files: readable rows of one format, non-empty splits (folders: their files only)."""
-    data = study.config.data
-    sources = {key: Path(getattr(data, key)) for key in ("train", "eval") if getattr(data, key) is not None}
+    """Raise a UserError for the first problem with ``study``'s data (folders: their files only)."""
     try:
-        for key, path in sources.items():
-            if path.is_dir():
-                try:
-                    check_saved_dataset(path)
-                except RowError as e:
-                    raise RowError(str(e), key=f"data.{key}") from None
-        if not any(path.is_dir() for path in sources.values()):  # reading a folder needs datasets: the trainer side
-            load_data(data)
+        check_rows(study.config.data)
     except RowError as e:
         raise UserError(f"{study.path}: {e.key}: {e}") from None
 
@@ -45,4 +38,3 @@ def check_writable(folder: Path, storage_url: str, runs_dir: Path, storage_given
     problem = unwritable_reason(database.parent) if database is not None and storage_given else None
     if problem:
         raise UserError(f"--storage {storage_url}: {problem}; give a database file in a writable folder")
-

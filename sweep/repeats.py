@@ -20,9 +20,7 @@ Either way the trial gets a ``repeat_of`` user attribute and counts towards ``n_
 
 from __future__ import annotations
 
-from sweep.eval_reporter import EVAL_LOSSES
-
-REPEAT_OF = "repeat_of"  # user attr: the number of the trial whose outcome this one took
+from sweep.trial_attrs import EVAL_LOSSES, REPEAT_OF
 
 
 def earlier_trial(trial):

@@ -38,6 +38,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sweep.trial_attrs import LORA_ALPHA, USE_RSLORA, WALL_SECONDS
+
 PARAM_KEYS = ("learning_rate", "num_train_epochs", "r", "lora_alpha", "use_rslora")
 
 
@@ -156,8 +158,8 @@ class ReplayObjective:
         from sweep.repeats import earlier_trial, repeat_outcome
 
         values = self.space.sample(trial)
-        trial.set_user_attr("lora_alpha", values["lora_alpha"])
-        trial.set_user_attr("use_rslora", values["use_rslora"])
+        trial.set_user_attr(LORA_ALPHA, values["lora_alpha"])
+        trial.set_user_attr(USE_RSLORA, values["use_rslora"])
         earlier = earlier_trial(trial)
         if earlier is not None:  # as the real objective: a configuration that ran is not trained again
             self._charge(trial, values, 0.0, earlier.value, repeat=True)
@@ -175,7 +177,7 @@ class ReplayObjective:
         self.spent_seconds += seconds
         if value is not None and value < self.best_value:
             self.best_value = value
-        trial.set_user_attr("wall_seconds", seconds)
+        trial.set_user_attr(WALL_SECONDS, seconds)
         self.log.append({"number": trial.number, "values": values, "value": value, "seconds": seconds,
                          "spent": self.spent_seconds, "best": self.best_value, "repeat": repeat})
 

@@ -21,13 +21,13 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-RETRY_OF = "retry_of"  # user attr: number of the original trial whose folder (and checkpoint) a retry uses
-RETRIES = "retries"  # user attr: how many times the original trial's parameters have been retried
+from sweep.optuna_internals import enqueued_params, heartbeat_tables, rdb_engine, stale_trial_ids, storage_of, study_id
+from sweep.trial_attrs import FAIL_REASON, RETRIES, RETRY_OF
 
 
 def requeue(optuna_study: optuna.Study, trial: FrozenTrial, max_retries: int) -> bool:
     """Queue ``trial``'s parameters again, unless they were retried ``max_retries`` times already."""
-    params = trial.params or trial.system_attrs.get("fixed_params")
+    params = trial.params or enqueued_params(trial)
     retries = trial.user_attrs.get(RETRIES, 0)
     if not params or retries >= max_retries:
         return False  # no parameters yet: nothing ran, a fresh trial takes its place
@@ -41,13 +41,13 @@ def fail_stale_trials(optuna_study: optuna.Study, grace_seconds: int, max_retrie
 
     Safe to call from many workers at once: only the worker whose update fails a trial requeues it.
     """
-    storage = optuna_study._storage
+    storage = storage_of(optuna_study)
     failed = []
-    for trial_id in _stale_trial_ids(storage, optuna_study._study_id, grace_seconds):
+    for trial_id in _stale_trial_ids(optuna_study, grace_seconds):
         trial = storage.get_trial(trial_id)
         reason = f"stale: no heartbeat for over {grace_seconds} s (its worker was killed or lost)"
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
@@ -56,20 +56,18 @@ def fail_stale_trials(optuna_study: optuna.Study, grace_seconds: int, max_retrie
     return failed
 
 
-def _stale_trial_ids(storage, study_id: int, grace_seconds: int) -> list[int]:
+def _stale_trial_ids(optuna_study: optuna.Study, grace_seconds: int) -> list[int]:
     """RUNNING trials with a heartbeat older than the grace period, or none since longer than it."""
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
 
-    stale = set(storage._get_stale_trial_ids(study_id))
-    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    stale = set(stale_trial_ids(optuna_study))
+    trials, beats = heartbeat_tables()
     query = (sa.select(trials.c.trial_id, trials.c.datetime_start)
              .select_from(trials.outerjoin(beats, trials.c.trial_id == beats.c.trial_id))
-             .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING.name,
+             .where(trials.c.study_id == study_id(optuna_study), trials.c.state == TrialState.RUNNING.name,
                     beats.c.trial_id.is_(None)))
     cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=grace_seconds)
-    engine = getattr(storage, "_backend", storage).engine  # Optuna wraps the RDBStorage in a cache
-    with engine.connect() as connection:
+    with rdb_engine(optuna_study).connect() as connection:
         for trial_id, started in connection.execute(query):
             if started is not None and started < cutoff:  # stored as naive UTC
                 stale.add(trial_id)

@@ -38,6 +38,7 @@ from sweep.time_budget import time_budget
 from sweep.token_check import check_rows_fit
 from sweep.trackers import check_trackers
 from sweep.trainer_process import cpu_threads_env
+from sweep.trial_attrs import CONFIG, STUDY_FILE, TRIAL_DIR
 from sweep.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
 from sweep.trial_loop import FINISHED, TrialLoop
 from sweep.warm_start import check_source, copied_count, warm_start
@@ -116,10 +117,9 @@ def run_study(args) -> int:
         with stopping_with(lambda: _stop(objective)):
             try:
                 base.start()
-                if objective.warm is not None:
-                    for device, k in capacity.items():
-                        for _ in range(min(k, search.n_trials - finished)):
-                            objective.warm.prewarm(device)
+                for device, k in capacity.items():
+                    for _ in range(min(k, search.n_trials - finished)):
+                        objective.launcher.prewarm(device)
                 loop.run()
             finally:
                 objective.close()
@@ -148,9 +148,9 @@ def _check_trial_folders(optuna_study, study: Study, folder, url: str) -> None:
     if not folders:
         return
     storage = storage_of(optuna_study)
-    known = {t.user_attrs.get("trial_dir") for t in optuna_study.get_trials(deepcopy=False)}
+    known = {t.user_attrs.get(TRIAL_DIR) for t in optuna_study.get_trials(deepcopy=False)}
     if optuna_study.study_name != study.name:  # folders made before study ids are the first version's
-        known |= {t.user_attrs.get("trial_dir") for t in storage.get_all_trials(storage.get_study_id_from_name(study.name),
+        known |= {t.user_attrs.get(TRIAL_DIR) for t in storage.get_all_trials(storage.get_study_id_from_name(study.name),
                                                                                   deepcopy=False)}
     refuse_foreign(study.path, study.name, folder, foreign_folders(folders, version_uids(storage, study.name), known),
                    url)
@@ -178,8 +178,8 @@ def _record_study_file(optuna_study, study: Study, folder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     resolved = study.config.model_dump_json(indent=2)
     (folder / "study.resolved.json").write_text(resolved + "\n")
-    optuna_study.set_user_attr("study_file", str(study.path))
-    optuna_study.set_user_attr("config", study.config.model_dump(mode="json"))
+    optuna_study.set_user_attr(STUDY_FILE, str(study.path))
+    optuna_study.set_user_attr(CONFIG, study.config.model_dump(mode="json"))
 
 
 def _stop(objective: Objective) -> None:

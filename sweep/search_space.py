@@ -58,7 +58,27 @@ class _Param(Strict):
         return getattr(self, "value", None) is None
 
 
-class FloatParam(_Param):
+class _Number(_Param):
+    """A number that is fixed (``value``), chosen from ``choices``, or drawn from a range (the subclass's)."""
+
+    def suggest(self, trial, name: str):
+        """The trial's value: the fixed one, or one Optuna suggests under ``name``."""
+        if self.value is not None:
+            return self.value
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        return self._suggest_range(trial, name)
+
+    def contains(self, v) -> bool:
+        """Whether ``v`` is a value this parameter can take."""
+        if self.value is not None:
+            return self._same(v, self.value)
+        if self.choices is not None:
+            return any(self._same(v, c) for c in self.choices)
+        return self._in_range(v)
+
+
+class FloatParam(_Number):
     """A float: ``2e-4`` (fixed), ``{low, high, log}`` (range) or ``{choices: [...]}``."""
 
     value: float | None = Field(None, gt=0, description="Fixed value.")
@@ -77,22 +97,17 @@ class FloatParam(_Param):
         if self.choices is not None and any(c <= 0 for c in self.choices):
             raise ValueError("choices must all be greater than 0")
 
-    def suggest(self, trial, name: str) -> float:
-        if self.value is not None:
-            return self.value
-        if self.choices is not None:
-            return trial.suggest_categorical(name, self.choices)
+    def _suggest_range(self, trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
-    def contains(self, v: float) -> bool:
-        if self.value is not None:
-            return math.isclose(v, self.value)
-        if self.choices is not None:
-            return any(math.isclose(v, c) for c in self.choices)
+    def _same(self, a: float, b: float) -> bool:
+        return math.isclose(a, b)
+
+    def _in_range(self, v: float) -> bool:
         return self.low <= v <= self.high
 
 
-class IntParam(_Param):
+class IntParam(_Number):
     """An integer: ``3`` (fixed), ``{low, high, step}`` (range) or ``{choices: [...]}``."""
 
     value: int | None = Field(None, ge=1, description="Fixed value.")
@@ -108,18 +123,13 @@ class IntParam(_Param):
             raise ValueError("choices must all be at least 1")
         return self
 
-    def suggest(self, trial, name: str) -> int:
-        if self.value is not None:
-            return self.value
-        if self.choices is not None:
-            return trial.suggest_categorical(name, self.choices)
+    def _suggest_range(self, trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, step=self.step)
 
-    def contains(self, v: int) -> bool:
-        if self.value is not None:
-            return v == self.value
-        if self.choices is not None:
-            return v in self.choices
+    def _same(self, a: int, b: int) -> bool:
+        return a == b
+
+    def _in_range(self, v: int) -> bool:
         return self.low <= v <= self.high and (v - self.low) % self.step == 0
 
 

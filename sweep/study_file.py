@@ -22,6 +22,7 @@ from sweep.pruners import PrunerConfig
 from sweep.samplers import SamplerConfig, grid_of
 from sweep.search_space import SearchSpace
 from trainer.spec import DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
+from trainer.worker import MAX_LEAK_MB, MAX_TRIALS
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 # a study's folder is RUNS_DIR/NAME: one path component, and never "." or ".." (the runs folder or its parent)
@@ -117,9 +118,9 @@ class ExecutionConfig(Strict):
     warm_workers: bool = Field(
         True, description="Run trials in warm trainer workers that import the training stack once (see docs)."
     )
-    worker_max_trials: int = Field(8, ge=1, description="A warm worker is replaced after this many trials.")
+    worker_max_trials: int = Field(MAX_TRIALS, ge=1, description="A warm worker is replaced after this many trials.")
     worker_max_leak_mb: float = Field(
-        4096.0, ge=0, description="A warm worker is replaced when more GPU memory than this stays allocated."
+        MAX_LEAK_MB, ge=0, description="A warm worker is replaced when more GPU memory than this stays allocated."
     )
     keep_checkpoints: bool = Field(
         False, description="Keep a finished trial's checkpoints (by default only its adapter stays)."

@@ -16,6 +16,7 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
+from sweep.optuna_internals import rdb_engine
 from sweep.storage import advisory_lock, file_lock
 
 GATE_FILE = ".gate.lock"
@@ -27,7 +28,7 @@ class StudyGate:
     def __init__(self, optuna_study, url: str, folder: Path) -> None:
         self._threads = threading.Lock()
         self._url = url
-        self._engine = getattr(optuna_study._storage, "_backend", optuna_study._storage).engine  # under Optuna's cache
+        self._engine = rdb_engine(optuna_study)
         self._name = f"lora-sweep:gate:{optuna_study.study_name}"
         self._path = Path(folder) / GATE_FILE
         self._held: ExitStack | None = None

@@ -30,15 +30,15 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import UserError
-from sweep.optuna_internals import set_system_attr, storage_of, system_attrs
+from sweep.optuna_internals import contains, set_system_attr, storage_of, system_attrs
 from sweep.search_space import SearchSpace
 from sweep.study_file import Study
+from sweep.trial_attrs import CONFIG, COPIED_FROM, LORA_ALPHA, STUDY_FILE, USE_RSLORA
 
 UID = "sweep:uid"
 VERSION = "sweep:version"
 NEXT_VERSION = "sweep:next_version"
 RUNS_STARTED = "sweep:runs_started"  # how many runs (workers) have joined the study
-COPIED_FROM = "copied_from"  # user attr of a trial copied into a new version: "NAME#NUMBER"
 INCOMPARABLE = ("model.", "data.", "lora.", "training.", "execution.backend")
 REPORTING_ONLY = ("training.report_to", "training.logging_steps")  # change what is reported, not what is trained
 IGNORED = ("description",)
@@ -119,14 +119,14 @@ def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optun
     UserError for changes that would make finished trials incomparable, and for a study file of
     another path and content that shares this study's name.
     """
-    recorded, current = optuna_study.user_attrs.get("config"), study.config.model_dump(mode="json")
+    recorded, current = optuna_study.user_attrs.get(CONFIG), study.config.model_dump(mode="json")
     if recorded is None:
         return optuna_study
     found = changes(recorded, current)
     if not found:
         return optuna_study
     keys = ", ".join(c.key for c in found)
-    recorded_file = optuna_study.user_attrs.get("study_file")
+    recorded_file = optuna_study.user_attrs.get(STUDY_FILE)
     if recorded_file and recorded_file != str(study.path):
         raise UserError(f"{study.path}: name: {study.name!r} is already the study of {recorded_file}, with other "
                         f"settings ({keys}); give this file another name: or run that one")
@@ -171,7 +171,7 @@ def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, n
     None if its configuration lies outside the new space."""
     values = {name: getattr(old_space, name).value for name in SearchSpace.model_fields}
     values.update({k: v for k, v in trial.params.items() if k in values})
-    values.update({k: trial.user_attrs[k] for k in ("lora_alpha", "use_rslora") if k in trial.user_attrs})
+    values.update({k: trial.user_attrs[k] for k in (LORA_ALPHA, USE_RSLORA) if k in trial.user_attrs})
     try:
         replay = _Replay(new_space.to_optuna_params(values))
         new_space.sample(replay)
@@ -203,7 +203,7 @@ class _Replay:
 
     def _take(self, name, distribution):
         value = self.params[name]
-        if not distribution._contains(distribution.to_internal_repr(value)):
+        if not contains(distribution, value):
             raise ValueError(f"{name}={value!r} is outside {distribution}")
         self.taken[name], self.distributions[name] = value, distribution
         return value

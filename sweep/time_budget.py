@@ -17,6 +17,8 @@ import os
 import socket
 import time
 
+from sweep.optuna_internals import set_system_attr, system_attrs
+
 SPAN_PREFIX = "sweep:ran:"  # study system attr per run: [start, last beat] in seconds since the epoch
 
 
@@ -44,11 +46,11 @@ class TimeBudget:
 
     def record(self) -> None:
         """Record this run's span up to now (on every heartbeat, and at the start and end of the run)."""
-        self.study._storage.set_study_system_attr(self.study._study_id, self.key, [self.start, time.time()])
+        set_system_attr(self.study, self.key, [self.start, time.time()])
 
     def used(self) -> float:
         """Seconds of the budget used, this run's time up to now included."""
-        attrs = self.study._storage.get_study_system_attrs(self.study._study_id)
+        attrs = system_attrs(self.study)
         spans = [tuple(v) for k, v in attrs.items() if k.startswith(SPAN_PREFIX) and k != self.key]
         return used_seconds([*spans, (self.start, time.time())])
 

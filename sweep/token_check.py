@@ -35,7 +35,8 @@ from sweep.study_file import Study
 from sweep.trainer_process import PROJECT_ROOT, child_env
 from trainer.row_lengths import LengthCheck, LengthReport
 
-CODE = ("trainer/rows.py", "trainer/chat_data.py", "trainer/row_lengths.py")  # what decides the answer
+CODE = ("trainer/rows.py", "trainer/data_check.py", "trainer/trial_data.py", "trainer/chat_data.py",
+        "trainer/row_lengths.py")  # what decides the answer
 
 
 def check_rows_fit(study: Study, folder: Path) -> Callable[[], None]:

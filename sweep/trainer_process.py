@@ -15,18 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-from trainer.callbacks_contract import STOP_FILE
-from trainer.events import EVENTS_FILE, EventReader
+from trainer.events import EventReader
+from trainer.trial_folder import COMPILE_CACHE_DIR, EVENTS_FILE, LOG_FILE, STOP_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOG_FILE = "trainer.log"
 CACHE_DIRS = {"UNSLOTH_COMPILE_LOCATION": "unsloth_compiled", "TRITON_CACHE_DIR": "triton",
               "TORCHINDUCTOR_CACHE_DIR": "inductor"}
 
 
 def trial_env(trial_dir: Path) -> dict[str, str]:
     """Environment every trainer gets: per-trial caches, GPU indices in nvidia-smi's order."""
-    env = {name: str(Path(trial_dir) / "cache" / sub) for name, sub in CACHE_DIRS.items()}
+    env = {name: str(Path(trial_dir) / COMPILE_CACHE_DIR / sub) for name, sub in CACHE_DIRS.items()}
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so CUDA_VISIBLE_DEVICES=N is nvidia-smi's GPU N
     return env
 
@@ -75,7 +74,7 @@ def last_line(log_path: Path) -> str:
 
 
 class TrainerProcess:
-    """A running trainer for one trial folder."""
+    """A running trainer for one trial folder: the cold launcher's :class:`~sweep.trainer_launch.TrainerHandle`."""
 
     def __init__(self, trial_dir: Path, spec_path: Path, env: dict[str, str] | None = None) -> None:
         self.trial_dir = Path(trial_dir)

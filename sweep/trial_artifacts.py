@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer.trial_folder import LOG_FILE, SAMPLES_FILE, SPEC_FILE
+
 ARTIFACTS_DIR = "artifacts"
-SAMPLES_FILE = "samples.jsonl"
 # the trial folder's files worth reading in the dashboard, with the media type it is served as
-TRIAL_FILES = {"spec.json": "application/json", "trainer.log": "text/plain", SAMPLES_FILE: "application/jsonl"}
+TRIAL_FILES = {SPEC_FILE: "application/json", LOG_FILE: "text/plain", SAMPLES_FILE: "application/jsonl"}
 
 
 def artifact_store(study_folder: Path):

@@ -21,9 +21,11 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
-from sweep.objective import Interrupted, TrialFailed
+from sweep.optuna_internals import storage_of, trial_id
 from sweep.retries import fail_stale_trials, requeue
 from sweep.time_budget import NoTimeBudget
+from sweep.trial_attrs import FAIL_REASON
+from sweep.trial_outcome import Interrupted, TrialFailed
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WAIT_SECONDS = 1.0  # how often an idle thread looks again for a trial to run
@@ -101,9 +103,9 @@ class TrialLoop:
                     print(f"{self.budget.describe()}: no new trials; running ones finish", flush=True)
                 return None
             trial = self.study.ask()
-            self.study._storage.record_heartbeat(trial._trial_id)
+            storage_of(self.study).record_heartbeat(trial_id(trial))
         with self._lock:
-            self._running.add(trial._trial_id)
+            self._running.add(trial_id(trial))
         return trial
 
     def _run(self, trial: optuna.Trial) -> None:
@@ -116,18 +118,18 @@ class TrialLoop:
             self._count_failure()
         except Interrupted:
             self._tell(trial, TrialState.FAIL)
-            requeue(self.study, self.study._storage.get_trial(trial._trial_id), self.max_retries)
+            requeue(self.study, storage_of(self.study).get_trial(trial_id(trial)), self.max_retries)
         except BaseException as error:  # UserError (bad input) or a bug: fail the trial, stop, report
             if not isinstance(error, UserError):
-                self.study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                                        f"crash: orchestrator: {type(error).__name__}: {error}")
+                storage_of(self.study).set_trial_user_attr(trial_id(trial), FAIL_REASON,
+                                                           f"crash: orchestrator: {type(error).__name__}: {error}")
             self._tell(trial, TrialState.FAIL)
             self._stop_with(error)
         else:
             self._tell(trial, TrialState.COMPLETE, value)
         finally:
             with self._lock:
-                self._running.discard(trial._trial_id)
+                self._running.discard(trial_id(trial))
 
     def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
         # skip_if_finished: another worker may have failed it as stale (this one looked dead for a while)
@@ -160,8 +162,8 @@ class TrialLoop:
                 pass
             with self._lock:
                 running = list(self._running)
-            for trial_id in running:
+            for running_id in running:
                 try:
-                    self.study._storage.record_heartbeat(trial_id)
+                    storage_of(self.study).record_heartbeat(running_id)
                 except Exception:  # storage briefly unreachable: the next beat tries again
                     pass

@@ -7,6 +7,7 @@ import datetime as dt
 from rich.table import Table
 
 from sweep.progress import format_params
+from sweep.trial_attrs import ADAPTER_PATH, CHRF, FAIL_REASON
 
 
 def trial_record(trial) -> dict:
@@ -31,8 +32,8 @@ def trials_table(records: list[dict], title: str) -> Table:
     for r in records:
         attrs = r["user_attrs"]
         value = f"{r['value']:.4f}" if r["value"] is not None else "-"
-        quality = f"{attrs['chrf']:.1f}" if attrs.get("chrf") is not None else "-"
+        quality = f"{attrs[CHRF]:.1f}" if attrs.get(CHRF) is not None else "-"
         duration = f"{r['duration_seconds']:.0f}s" if r["duration_seconds"] is not None else "-"
-        where = attrs.get("adapter_path") or attrs.get("fail_reason") or ""
+        where = attrs.get(ADAPTER_PATH) or attrs.get(FAIL_REASON) or ""
         table.add_row(str(r["number"]), r["state"], format_params(r["params"]), value, quality, duration, where)
     return table

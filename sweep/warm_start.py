@@ -21,9 +21,7 @@ from sweep.search_space import SearchSpace
 from sweep.storage import default_storage_url, open_study
 from sweep.study_file import Study
 from sweep.study_versions import INCOMPARABLE, changes, copy_into_space, latest
-
-WARM_START_TRIALS = "warm_start_trials"  # study user attr: how many trials were copied in
-WARM_START_FROM = "warm_start_from"  # trial user attr of a copy: "NAME#NUMBER"
+from sweep.trial_attrs import CONFIG, WARM_START_FROM, WARM_START_TRIALS
 
 
 def copied_count(optuna_study: optuna.Study) -> int:
@@ -61,7 +59,7 @@ def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str 
     name = latest(storage_of(earlier), source.study)
     if name != source.study:
         earlier = open_study(url, name, create=False)
-    recorded = earlier.user_attrs.get("config")
+    recorded = earlier.user_attrs.get(CONFIG)
     if recorded is None:
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r} was not made by the sweep "
                         "(it records no study file)")

@@ -5,8 +5,9 @@ GPU, ``import unsloth`` alone takes 30 to 40 s). Workers are kept per device (``
 is fixed when a process starts); a trial is handed to an idle one as a JSON line on its stdin: the
 ``spec.json`` path and the trial's own environment variables.
 
-:class:`WorkerTrial` gives the objective the same handle as :class:`~sweep.trainer_process.TrainerProcess`
-(poll, events, request_stop, kill), "finished" meaning the trial's result was written. A worker that
+:class:`WarmTrainerPool` is one of the two launchers of :mod:`sweep.trainer_launch`, and
+:class:`WorkerTrial` its :class:`~sweep.trainer_launch.TrainerHandle` (poll, events, request_stop,
+kill), "finished" meaning the trial's result was written. A worker that
 was killed, died, or announced in the result that it exits (unclean trial, leaked GPU memory, trial
 quota used) is not reused: a replacement is started at once, so it imports while the next trial is
 being sampled.
@@ -21,12 +22,10 @@ import threading
 import time
 from pathlib import Path
 
-from sweep.trainer_process import LOG_FILE, PROJECT_ROOT, child_env, kill_group, last_line, trial_env
-from trainer.callbacks_contract import STOP_FILE
-from trainer.events import EVENTS_FILE, EventReader
-
-_RESULT_MARK = b'"event":"result"'
-DEVICE_ENV = "CUDA_VISIBLE_DEVICES"
+from sweep.trainer_process import PROJECT_ROOT, child_env, kill_group, last_line, trial_env
+from trainer.env_contract import DEVICE_ENV
+from trainer.events import EventReader, Result
+from trainer.trial_folder import EVENTS_FILE, LOG_FILE, STOP_FILE
 
 
 class WarmTrainer:
@@ -60,13 +59,15 @@ class WarmTrainer:
 
 
 class WorkerTrial:
-    """A trial running in a warm worker, with the interface of :class:`TrainerProcess`."""
+    """A trial running in a warm worker: a :class:`~sweep.trainer_launch.TrainerHandle`."""
 
     def __init__(self, worker: WarmTrainer, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
         self.worker = worker
         self.trial_dir = Path(trial_dir)
         self.log_path = self.trial_dir / LOG_FILE
-        self.events = EventReader(self.trial_dir / EVENTS_FILE)
+        self.events = EventReader(self.trial_dir / EVENTS_FILE)  # the objective's
+        self._watch = EventReader(self.trial_dir / EVENTS_FILE)  # this handle's own, for the result
+        self._result: Result | None = None
         self.killed = False
         self.started = time.time()
         worker.submit(spec_path, env)
@@ -77,9 +78,15 @@ class WorkerTrial:
 
     def poll(self) -> int | None:
         """0 once the trial's result is written; the worker's exit code if it died first; else None."""
-        if _result_line(self.trial_dir / EVENTS_FILE) is not None:
+        if self.result() is not None:
             return 0
         return self.worker.popen.poll()
+
+    def result(self) -> Result | None:
+        """The trial's result event, once the worker has written it."""
+        if self._result is None:
+            self._result = next((e for e in self._watch.read_new() if isinstance(e, Result)), None)
+        return self._result
 
     def request_stop(self) -> None:
         (self.trial_dir / STOP_FILE).touch()
@@ -93,7 +100,7 @@ class WorkerTrial:
 
 
 class WarmTrainerPool:
-    """Idle warm workers per device; thread-safe."""
+    """Idle warm workers per device, a :class:`~sweep.trainer_launch.Launcher`; thread-safe."""
 
     def __init__(self, folder: Path, backend: str, max_trials: int, max_leak_mb: float,
                  stopping: threading.Event) -> None:
@@ -128,8 +135,8 @@ class WarmTrainerPool:
     def finished(self, trial: WorkerTrial) -> None:
         """Return the worker for reuse, or replace it if it was killed, died or announced its exit."""
         worker = trial.worker
-        result = _result_line(trial.trial_dir / EVENTS_FILE)
-        reusable = not trial.killed and worker.alive() and result is not None and not result.get("worker_exits")
+        result = trial.result()
+        reusable = not trial.killed and worker.alive() and result is not None and not result.worker_exits
         if not reusable and worker.alive() and (trial.killed or result is None):
             worker.kill(grace_seconds=2.0)
         if not reusable and self.stopping.is_set():
@@ -145,19 +152,3 @@ class WarmTrainerPool:
         for worker in workers:
             worker.kill(grace_seconds=2.0)
 
-
-def _result_line(events_path: Path) -> dict | None:
-    """The trial's result event, if written."""
-    try:
-        with events_path.open("rb") as f:
-            f.seek(max(0, events_path.stat().st_size - 65536))
-            tail = f.read()
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        if _RESULT_MARK in line:
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from trainer.callbacks_contract import STOP_FILE
 from trainer.events import Evaluation, EventWriter, Phase, Progress
+from trainer.trial_folder import STOP_FILE
 
 WARMUP_STEPS_EXCLUDED = 2
 

@@ -21,7 +21,9 @@ from trainer.spec import TrialSpec
 def cache_key(spec: TrialSpec, tokenizer) -> str:
     """A hex digest of what the encoded train and eval sets depend on."""
     import trainer.chat_data
+    import trainer.data_check
     import trainer.rows
+    import trainer.trial_data
 
     h = hashlib.sha256()
     for path in (spec.data.train, spec.data.eval):
@@ -32,7 +34,7 @@ def cache_key(spec: TrialSpec, tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
     h.update(json.dumps([tokenizer.chat_template, tokenizer.pad_token, tokenizer.eos_token]).encode())
-    for module in (trainer.chat_data, trainer.rows):
+    for module in (trainer.chat_data, trainer.data_check, trainer.rows, trainer.trial_data):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()[:24]
 

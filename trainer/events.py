@@ -14,8 +14,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-EVENTS_FILE = "events.jsonl"
-
 
 class _Event(BaseModel):
     # NaN (a diverged eval loss) is written as the JSON constant NaN, which json.loads reads back;

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
-from trainer.callbacks_contract import TRIALS_ON_DEVICE_ENV
-
-ENV = "SWEEP_TEST_FAULT"
+from trainer.env_contract import FAULT_ENV, TRIALS_ON_DEVICE_ENV
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def parse_faults(text: str) -> list[Fault]:
         if selector:
             key, _, value = selector.partition("=")
             if key != "trial" or not value.isdigit():
-                raise ValueError(f"{ENV}: {entry!r}: the selector must be ':trial=N'")
+                raise ValueError(f"{FAULT_ENV}: {entry!r}: the selector must be ':trial=N'")
             trial = int(value)
         faults.append(Fault(kind, int(step or 1), trial))
     return faults
@@ -64,7 +62,7 @@ class FaultCallback(TrainerCallback):
 
         kind = self.fault.kind
         if kind == "crash":
-            raise RuntimeError(f"injected crash ({ENV})")
+            raise RuntimeError(f"injected crash ({FAULT_ENV})")
         if kind == "hang":
             while True:
                 time.sleep(3600)
@@ -73,10 +71,10 @@ class FaultCallback(TrainerCallback):
         shared = int(os.environ.get(TRIALS_ON_DEVICE_ENV, "1")) > 1
         if (kind == "oom" or (kind == "oom_if_shared" and shared)
                 or (kind.startswith("oom_above_batch_") and self.micro_batch > int(kind.rsplit("_", 1)[1]))):
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {ENV})")
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {FAULT_ENV})")
 
 
 def fault_callbacks(micro_batch: int, trial_number: int) -> list[FaultCallback]:
     """The callbacks for the faults that ``SWEEP_TEST_FAULT`` aims at this trial (none when unset)."""
-    faults = parse_faults(os.environ.get(ENV, ""))
+    faults = parse_faults(os.environ.get(FAULT_ENV, ""))
     return [FaultCallback(f, micro_batch) for f in faults if f.trial in (None, trial_number)]

@@ -22,10 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer.spec import TrialSpec
-
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-SPEC_FILE = "trial_spec.json"
+from trainer.spec import DTYPES, TrialSpec
+from trainer.trial_folder import ADAPTER_SPEC_FILE, adapter_complete, adapter_contents
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,15 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write the merged model and tokenizer to")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype (default: the trial's)")
     args = parser.parse_args(argv)
-    spec_path = args.adapter / SPEC_FILE
-    if not (args.adapter / "adapter_config.json").is_file() or not spec_path.is_file():
-        print(f"error: {args.adapter}: not a trial's adapter folder (needs adapter_config.json and {SPEC_FILE})",
-              file=sys.stderr)
+    if not adapter_complete(args.adapter):
+        print(f"error: {args.adapter}: not a trial's adapter folder (needs {adapter_contents()})", file=sys.stderr)
         return 2
     from trainer.backends import ModelLoadError
 
     try:
-        merged = merge(TrialSpec.read(spec_path), args.adapter, args.out, args.dtype)
+        merged = merge(TrialSpec.read(args.adapter / ADAPTER_SPEC_FILE), args.adapter, args.out, args.dtype)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -92,7 +88,7 @@ def _merge_peft(spec: TrialSpec, adapter: Path, out: Path, dtype) -> Path:
     name = spec.model.name_or_path
     if Path(name).is_absolute() and not (Path(name) / "config.json").is_file():
         raise ModelLoadError(f"the base model {name} is gone (no config.json there); "
-                             f"the adapter's {SPEC_FILE} names it as model.name_or_path")
+                             f"the adapter's {ADAPTER_SPEC_FILE} names it as model.name_or_path")
     base = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     model = model.to(dtype)

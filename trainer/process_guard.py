@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from trainer.callbacks_contract import LOCK_FILE
+from trainer.trial_folder import LOCK_FILE
 
 PARENT_POLL_SECONDS = 0.5
 

@@ -1,8 +1,8 @@
 """Reading dataset rows and recognising their format, in plain Python.
 
-Shared by the trainer and by the orchestrator's pre-flight check (which must not import
-``datasets``: only a folder saved with ``datasets`` needs it, and the orchestrator reads JSONL files
-only). A row is chat (``messages``: a list of ``{role, content}``), ShareGPT (``conversations``: a
+Used by the one data check (:mod:`trainer.data_check`), which the trainer and the orchestrator's
+pre-flight both run; the orchestrator must not import ``datasets``: only a folder saved with
+``datasets`` needs it, and the orchestrator reads JSONL files only. A row is chat (``messages``: a list of ``{role, content}``), ShareGPT (``conversations``: a
 list of ``{from, value}``, ``from`` one of human/gpt/system/...), alpaca (``instruction``, optional
 ``input``, ``output``) or plain ``text``. ShareGPT and alpaca rows become user/assistant
 conversations, so all three get the same chat template and response-only loss.
@@ -16,8 +16,6 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from trainer.spec import DataSpec
 
 FORMATS = ("chat", "sharegpt", "alpaca", "text")
 ROLES = {"system", "user", "assistant", "tool"}
@@ -34,47 +32,6 @@ class RowError(ValueError):
     def __init__(self, message: str, key: str = "data") -> None:
         super().__init__(message)
         self.key = key
-
-
-def load_data(data: DataSpec) -> tuple[list[dict], list[dict], str]:
-    """Train and eval rows (split off with ``eval_fraction`` where there is no eval file) and their format.
-
-    Each problem is a :class:`RowError` whose ``key`` is the study file's key: ``data.train``, ``data.eval``,
-    ``data.eval_fraction`` or ``data.train_on_responses_only``.
-    """
-    train, fmt = _read_checked(data.train, "data.train", data.format)
-    if fmt == "text" and data.train_on_responses_only:
-        raise RowError("true needs chat or alpaca rows, the rows are text", key="data.train_on_responses_only")
-    if data.eval is not None:
-        evaluation, _ = _read_checked(data.eval, "data.eval", fmt)
-        return train, evaluation, fmt
-    kept, evaluation = split_rows(train, data.eval_fraction, data.split_seed)
-    for rows, which in ((evaluation, "eval"), (kept, "train")):
-        if not rows:
-            raise RowError(f"{data.eval_fraction} of {len(train)} rows leaves an empty {which} set; give a "
-                           f"{'larger' if which == 'eval' else 'smaller'} fraction or a separate eval file",
-                           key="data.eval_fraction")
-    return kept, evaluation, fmt
-
-
-def _read_checked(path: str, key: str, declared: str) -> tuple[list[dict], str]:
-    try:
-        rows, lines = read_source(Path(path))
-        return rows, check_format(rows, path, declared, lines)
-    except RowError as e:
-        raise RowError(str(e), key=key) from None
-
-
-def read_source(path: Path) -> tuple[list[dict], list[int] | None]:
-    """The rows of a JSONL file (with their line numbers) or of a folder saved with ``datasets`` (without)."""
-    if not path.exists():
-        raise RowError(f"{path} does not exist")
-    if not path.is_dir():
-        return read_numbered_jsonl(path)
-    check_saved_dataset(path)
-    from datasets import load_from_disk
-
-    return load_from_disk(str(path)).to_list(), None
 
 
 def check_saved_dataset(folder: Path) -> None:

@@ -94,6 +94,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
 
     from trainer.callbacks import EventCallback
     from trainer.faults import fault_callbacks
+    from trainer.trial_data import encode, load_rows
 
     _freeze_imports()
     phase = _phase(events, "imports", phase)
@@ -101,9 +102,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     load = lambda: load_model(backend, spec.model, device, spec.training.seed)  # noqa: E731
     model, tokenizer, reused = resident.take(base_key, load, device) if resident is not None else (*load(), False)
     phase = _phase(events, "model", phase)
-    from trainer.rows import load_data
-
-    train_rows, eval_rows, fmt = load_data(spec.data)
+    train_rows, eval_rows, fmt = load_rows(spec)
     train_ds, eval_ds = encode(spec, tokenizer, train_rows, eval_rows, fmt)
     phase = _phase(events, "data", phase)
     quantized = load_in_4bit(spec.model, device)
@@ -222,34 +221,6 @@ def _phase(events: EventWriter, name: str, since: float) -> float:
     now = time.time()
     events.emit(Phase(name=name, seconds=now - since))
     return now
-
-
-def encode(spec: TrialSpec, tokenizer, train_rows, eval_rows, fmt):
-    from datasets import Dataset
-
-    from trainer.chat_data import encode_rows, set_chat_template
-
-    set_chat_template(tokenizer, spec.model.chat_template, needs_template=fmt != "text")
-    key = None
-    if spec.cache_dir:
-        from trainer import data_cache
-
-        key = data_cache.cache_key(spec, tokenizer)
-        cached = data_cache.load(Path(spec.cache_dir), key)
-        if cached is not None:
-            return cached
-    responses_only = spec.data.train_on_responses_only
-    if responses_only is None:
-        responses_only = fmt != "text"
-    max_len = spec.model.max_seq_length
-    train = encode_rows(tokenizer, train_rows, fmt, responses_only, max_len)
-    evaluation = encode_rows(tokenizer, eval_rows, fmt, responses_only, max_len)
-    if not train or not evaluation:
-        raise BadInput("no row keeps an assistant token within model.max_seq_length")
-    train_ds, eval_ds = Dataset.from_list(train), Dataset.from_list(evaluation)
-    if key is not None:
-        data_cache.store(Path(spec.cache_dir), key, train_ds, eval_ds)
-    return train_ds, eval_ds
 
 
 def sft_config(spec: TrialSpec, device: str):

@@ -9,10 +9,12 @@ and a trial spec read alike. This module imports pydantic only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+DTYPES = get_args(Dtype)  # also the choices of a merged model's dtype (trainer.merge, sweep export)
 SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # transformers' names of its experiment-tracker integrations (``report_to``); a test keeps them in step
 TRACKERS = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
@@ -36,7 +38,7 @@ class ModelSpec(Strict):
     chat_template: Literal["model", "llama-3"] = Field(
         "model", description="'model' uses the tokenizer's own template; 'llama-3' sets the Llama-3 chat format."
     )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+    dtype: Dtype = Field(
         "auto", description="Compute dtype. 'auto': bfloat16 where the GPU supports it, float32 on CPU."
     )
 

@@ -1,6 +1,6 @@
 """A warm trainer: imports the training stack once, then runs trials one after another.
 
-    python -m trainer.worker [--backend auto] [--max-trials 8] [--max-leak-mb 1024] [--folder DIR]
+    python -m trainer.worker [--backend auto] [--max-trials 8] [--max-leak-mb 4096] [--folder DIR]
 
 The orchestrator starts one per slot (GPU, or CPU) and writes one request per line to its
 stdin (``{"spec": PATH, "env": {...}}``). Each trial runs exactly as ``python -m trainer SPEC`` would run it (same events, same result),
@@ -27,12 +27,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+# the defaults of a study's execution.worker_max_trials and execution.worker_max_leak_mb too (sweep.study_file)
+MAX_TRIALS = 8
+MAX_LEAK_MB = 4096.0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="auto", choices=["auto", "unsloth", "transformers"])
-    parser.add_argument("--max-trials", type=int, default=8, help="exit after this many trials")
-    parser.add_argument("--max-leak-mb", type=float, default=1024.0, help="exit when more stayed allocated")
+    parser.add_argument("--max-trials", type=int, default=MAX_TRIALS, help="exit after this many trials")
+    parser.add_argument("--max-leak-mb", type=float, default=MAX_LEAK_MB,
+                        help="exit when more GPU memory (MiB) stayed allocated after a trial")
     parser.add_argument("--folder", help="the worker's folder under the study (its log and caches; shown in ps)")
     args = parser.parse_args(argv)
 
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.process_guard import exit_with_parent
     from trainer.resident_base import ResidentBase, allocated_mb
     from trainer.run_trial import main as run_trial
+    from trainer.trial_folder import LOG_FILE
 
     exit_with_parent()
     backend, device = choose_backend(args.backend)
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             exits = result.status not in ("ok", "stopped") or leaked > args.max_leak_mb or count >= args.max_trials
             return result.model_copy(update={"worker_exits": exits, "gpu_leak_mb": round(leaked, 1)})
 
-        with output_to(spec_path.parent / "trainer.log"):
+        with output_to(spec_path.parent / LOG_FILE):
             print(f"worker {os.getpid()}: trial {count} of this worker", flush=True)
             code = run_trial(spec_path, started=time.time(), before_result=settle, resident=resident)
         if exits:

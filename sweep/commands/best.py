@@ -10,6 +10,7 @@ import json
 
 from sweep.errors import UserError
 from sweep.study_runs import add_study_arguments, open_existing
+from sweep.trial_attrs import ADAPTER_PATH, LORA_ALPHA, USE_RSLORA
 from sweep.trial_table import trial_record
 
 
@@ -47,6 +48,6 @@ def main(args) -> int:
     for name in ("learning_rate", "num_train_epochs", "r"):
         if name in record["params"]:
             print(f"  {name}: {record['params'][name]}")
-    print(f"  lora_alpha: {attrs.get('lora_alpha')}\n  use_rslora: {attrs.get('use_rslora')}")
-    print(f"  adapter: {attrs.get('adapter_path')}{missing}")
+    print(f"  lora_alpha: {attrs.get(LORA_ALPHA)}\n  use_rslora: {attrs.get(USE_RSLORA)}")
+    print(f"  adapter: {attrs.get(ADAPTER_PATH)}{missing}")
     return 0

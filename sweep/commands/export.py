@@ -21,8 +21,7 @@ from pathlib import Path
 
 from sweep.errors import UserError
 from sweep.study_runs import add_study_arguments, open_existing
-
-MERGE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+from trainer.spec import DTYPES
 
 
 def add_parser(subparsers) -> None:
@@ -51,8 +50,8 @@ def main(args) -> int:
     from sweep.export_adapter import check_destination, choose_trial, complete_count, export_trial, trial_adapter
 
     number = parse_trial(args.trial)
-    if args.merge_dtype not in MERGE_DTYPES:
-        raise UserError(f"--merge-dtype: {args.merge_dtype!r} is not allowed: choose one of {', '.join(MERGE_DTYPES)}")
+    if args.merge_dtype not in DTYPES:
+        raise UserError(f"--merge-dtype: {args.merge_dtype!r} is not allowed: choose one of {', '.join(DTYPES)}")
     if args.merge_dtype != "auto" and not args.merge:
         raise UserError(f"--merge-dtype {args.merge_dtype}: only means something with --merge")
     check_destination(args.to)

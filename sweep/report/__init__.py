@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from sweep.errors import UserError
+from sweep.trial_attrs import CONFIG
 
 REPORT_FILE = "report.html"
 SAMPLE_TRIALS = 3  # best trials whose sample generations are shown side by side
@@ -29,7 +30,7 @@ def write_report(optuna_study, name: str, description: str, out: Path) -> list[P
         raise UserError(f"study {name} has no complete trial yet: nothing to report "
                         f"(see `python -m sweep status --study {name}`)")
     charts = build_charts(data, optuna_study)
-    page = render_page(data, charts, optuna_study.user_attrs.get("config"), SAMPLE_TRIALS)
+    page = render_page(data, charts, optuna_study.user_attrs.get(CONFIG), SAMPLE_TRIALS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = write_pngs(data, optuna_study, charts, out)

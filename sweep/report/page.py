@@ -6,6 +6,7 @@ import datetime as dt
 import html
 import json
 
+from sweep import trial_attrs as attrs
 from sweep.report.charts import Chart
 from sweep.report.study_data import StudyData
 
@@ -17,9 +18,9 @@ table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid
 .samples td { white-space: pre-wrap; max-width: 28em; } .note { color: #865; font-style: italic; }
 .muted { color: #777; } pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; }
 """
-MEASURED = (("train_loss", "train loss"), ("steps", "steps"), ("train_seconds", "train seconds"),
-            ("tokens_per_second", "tokens/s"), ("peak_memory_mb", "peak memory (MB)"), ("backend", "backend"),
-            ("chrf", "chrF of the sample answers"), ("adapter_path", "adapter"))
+MEASURED = ((attrs.TRAIN_LOSS, "train loss"), (attrs.STEPS, "steps"), (attrs.TRAIN_SECONDS, "train seconds"),
+            (attrs.TOKENS_PER_SECOND, "tokens/s"), (attrs.PEAK_MEMORY_MB, "peak memory (MB)"),
+            (attrs.BACKEND, "backend"), (attrs.CHRF, "chrF of the sample answers"), (attrs.ADAPTER_PATH, "adapter"))
 
 
 def render_page(data: StudyData, charts: list[Chart], config: dict | None, samples_of: int) -> str:
@@ -62,10 +63,11 @@ def _summary(data: StudyData) -> str:
 
 def _best(data: StudyData) -> str:
     best = data.best
-    attrs = best.user_attrs
+    recorded = best.user_attrs
     searched = [(name, value) for name, value in sorted(best.params.items())]
-    derived = [(name, attrs[name]) for name in ("lora_alpha", "use_rslora") if name in attrs and name not in best.params]
-    measured = [(label, attrs[key]) for key, label in MEASURED if attrs.get(key) is not None]
+    derived = [(name, recorded[name]) for name in (attrs.LORA_ALPHA, attrs.USE_RSLORA)
+               if name in recorded and name not in best.params]
+    measured = [(label, recorded[key]) for key, label in MEASURED if recorded.get(key) is not None]
     return (f"<h2>Best configuration</h2><p>Trial <b>#{best.number}</b>, eval loss <b>{best.value:.4f}</b> "
             f"(best of {len(data.complete)} complete trials).</p>"
             f"<table><tr><th colspan=2>searched parameters</th></tr>{_rows(searched)}"
@@ -90,10 +92,10 @@ def _samples(data: StudyData, how_many: int) -> str:
                        "(set <code>samples.count</code> in the study file)</p>")
     columns = "".join(f"<th>#{t.number} (eval loss {t.value:.4f})</th>" for t in trials)
     rows = []
-    for i, first in enumerate(trials[0].user_attrs["samples"]):
+    for i, first in enumerate(trials[0].user_attrs[attrs.SAMPLES]):
         answers = []
         for trial in trials:
-            samples = trial.user_attrs["samples"]
+            samples = trial.user_attrs[attrs.SAMPLES]
             answers.append(f"<td>{_e(samples[i]['answer'])}</td>" if i < len(samples) else "<td></td>")
         rows.append(f"<tr><td>{_e(first['prompt'])}</td><td>{_e(first['reference'])}</td>{''.join(answers)}</tr>")
     return (head + "<p class=\"muted\">The same eval prompts answered by each trial's adapter, best trial first.</p>"
@@ -105,7 +107,7 @@ def _trials(data: StudyData) -> str:
     for trial in data.trials:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.params.items()))
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        reason = trial.user_attrs.get("fail_reason", "")
+        reason = trial.user_attrs.get(attrs.FAIL_REASON, "")
         rows.append(f"<tr><td>{trial.number}</td><td>{trial.state.name}</td><td>{value}</td>"
                     f"<td>{_e(params)}</td><td>{_e(reason)}</td></tr>")
     return ("<h2>All trials</h2><table><tr><th>#</th><th>state</th><th>eval loss</th><th>parameters</th>"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sweep.trial_attrs import EVAL_LOSSES, SAMPLES
+
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
 
@@ -26,7 +28,7 @@ class StudyData:
         """``(trial, steps, eval losses)`` for every trial that reported an evaluation."""
         found = []
         for trial in self.trials:
-            points = trial.user_attrs.get("eval_losses") or []
+            points = trial.user_attrs.get(EVAL_LOSSES) or []
             if points:
                 found.append((trial, [int(step) for step, _ in points], [float(loss) for _, loss in points]))
         return found
@@ -51,7 +53,7 @@ class StudyData:
 
     def best_samples(self, how_many: int) -> list:
         """Up to ``how_many`` of the best complete trials that stored sample generations."""
-        return [trial for trial in self.complete if trial.user_attrs.get("samples")][:how_many]
+        return [trial for trial in self.complete if trial.user_attrs.get(SAMPLES)][:how_many]
 
 
 def study_data(optuna_study, name: str, description: str = "") -> StudyData:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT, TINY_MODEL
+from tests.sweep.live_study import ROOT, TINY_MODEL
 
 
 def test_fill_gpu_measures_groups_and_bare_runs_on_the_cpu(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STUDIES
+from tests.sweep.live_study import STUDIES
 
 DATA = STUDIES / "data" / "sv-translate"
 BUILD = DATA / "build.py"

@@ -1,4 +1,4 @@
-"""Fixtures shared by the sweep tests: a PostgreSQL server, and a small real study run once per session."""
+"""Fixtures shared by the sweep tests: a PostgreSQL server, a small real study run once per session, Chromium."""
 
 from __future__ import annotations
 
@@ -7,18 +7,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.sweep.live_study import ROOT
+from tests.sweep.live_study import ROOT, run_sweep, sqlite_url, write_study
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEMO = PROJECT_ROOT / "studies" / "demo.yaml"
 PG_URL_ENV = "SWEEP_TEST_PG_URL"
 
 
@@ -42,7 +38,6 @@ def postgres_url():
     shutil.rmtree(data, ignore_errors=True)
 
 
-
 @dataclass
 class FinishedStudy:
     """A study that ran to the end: its file, its runs folder and its name."""
@@ -57,54 +52,21 @@ class FinishedStudy:
 
     @property
     def storage(self) -> str:
-        return f"sqlite:///{self.folder / 'study.db'}"
+        return sqlite_url(self.runs_dir, self.name)
 
     def args(self) -> list[str]:
         """The ``--study``/``--runs-dir`` arguments every sweep command takes."""
         return ["--study", str(self.path), "--runs-dir", str(self.runs_dir)]
 
 
-def write_tiny_study(folder: Path, name: str, n_trials: int = 2, max_steps: int = 8) -> Path:
-    """The demo study, cut down to ``n_trials`` trials of ``max_steps`` steps, written to ``folder/NAME.yaml``."""
-    raw = yaml.safe_load(DEMO.read_text())
-    raw["name"] = name
-    raw["model"]["name_or_path"] = str(DEMO.parent / raw["model"]["name_or_path"])
-    for key in ("train", "eval"):
-        raw["data"][key] = str(DEMO.parent / raw["data"][key])
-    raw["training"]["max_steps"] = max_steps
-    raw["training"]["eval_points"] = 2
-    raw["search"]["n_trials"] = n_trials
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def run_sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m sweep ARGS`` as a user runs it; output captured as text."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.run([sys.executable, "-m", "sweep", *args], capture_output=True, text=True, env=env,
-                          cwd=PROJECT_ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture(scope="session")
-def sweep_cli():
-    """``sweep_cli(*args)`` runs ``python -m sweep ARGS`` and returns the completed process."""
-    return run_sweep
-
-
-@pytest.fixture(scope="session")
-def tiny_study_file():
-    """``tiny_study_file(folder, name, n_trials=2, max_steps=8)`` writes a cut-down demo study file."""
-    return write_tiny_study
-
-
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> FinishedStudy:
-    """Two real trials of the tiny demo model, 8 steps each, run by ``python -m sweep run`` (about a minute)."""
+    """Two real trials of the tiny model, 8 steps each with two sample generations, run by
+    ``python -m sweep run`` (about a minute)."""
     folder = tmp_path_factory.mktemp("finished-study")
-    path = write_tiny_study(folder, "results-tiny")
+    path = write_study(folder, "results-tiny", 2, eval_points=2, samples={"count": 2, "max_new_tokens": 24})
     study = FinishedStudy(path=path, runs_dir=folder / "runs", name="results-tiny")
-    done = run_sweep("run", *study.args())
+    done = run_sweep(path, study.runs_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     return study
 

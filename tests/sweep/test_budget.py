@@ -6,7 +6,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweep.time_budget import used_seconds
-from tests.sweep.live_study import load_trials, run_sweep, sqlite_url, write_study
+from tests.sweep.live_study import run_sweep, study_trials, write_study
 
 
 def test_used_time_is_the_union_of_the_runs_spans():
@@ -25,13 +25,13 @@ def test_no_trial_starts_once_the_time_budget_is_used_and_a_resume_starts_none(t
     done = run_sweep(path, runs)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "the study's time budget (search.timeout_hours: 0.001) is used up: no new trials" in done.stdout
-    trials = load_trials("budget", sqlite_url(runs, "budget"))
+    trials = study_trials(runs, "budget")
     assert [t.state for t in trials] == [TrialState.COMPLETE]  # the running trial finished
 
     again = run_sweep(path, runs)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "time budget (search.timeout_hours: 0.001) is used up; nothing to do" in again.stdout
-    assert len(load_trials("budget", sqlite_url(runs, "budget"))) == 1
+    assert len(study_trials(runs, "budget")) == 1
 
 
 def test_n_trials_on_the_command_line_is_a_total_or_more_with_a_plus(tmp_path):
@@ -39,14 +39,14 @@ def test_n_trials_on_the_command_line_is_a_total_or_more_with_a_plus(tmp_path):
     runs = tmp_path / "runs"
     done = run_sweep(path, runs, "--n-trials", "2")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert len(load_trials("count", sqlite_url(runs, "count"))) == 2
+    assert len(study_trials(runs, "count")) == 2
 
     again = run_sweep(path, runs, "--n-trials", "2")  # the same command again: nothing left to do
     assert again.returncode == 0 and "already has 2 finished trials (n_trials: 2); nothing to do" in again.stdout
 
     more = run_sweep(path, runs, "--n-trials", "+1")
     assert more.returncode == 0, more.stdout + more.stderr
-    assert [t.state for t in load_trials("count", sqlite_url(runs, "count"))] == [TrialState.COMPLETE] * 3
+    assert [t.state for t in study_trials(runs, "count")] == [TrialState.COMPLETE] * 3
 
 
 def test_a_bad_n_trials_is_one_line_and_starts_nothing(tmp_path):

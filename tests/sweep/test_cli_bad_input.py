@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import STUDIES, TINY_MODEL, sweep_cli
-from tests.sweep.live_study import sweep_env, write_study
+from tests.sweep.live_study import STUDIES, TINY_MODEL, sweep_cli, write_study
 
 
 def demo_copy(tmp_path: Path, edit=lambda text: text) -> Path:
@@ -108,7 +107,7 @@ def edited_study(tmp_path: Path, edit, name: str = "bad") -> Path:
 def run_refused(tmp_path: Path, study: Path, *needles: str, env: dict | None = None) -> str:
     """``sweep run`` of ``study`` exits 2 with one line holding ``needles`` and creates no runs folder."""
     runs = tmp_path / "runs"
-    done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs), env=sweep_env(**(env or {})))
+    done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs), **(env or {}))
     assert_user_error(done, *needles)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -266,8 +265,7 @@ def test_rows_partly_longer_than_max_seq_length_are_a_warning_not_an_error(tmp_p
     """The run goes on (here it stops at the next check, a bad --gpus), after one warning naming the rows."""
     study = edited_study(tmp_path, set_key("model.max_seq_length", 64))
     runs = tmp_path / "runs"
-    done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs), "--storage", "bogus://x",
-                     env=sweep_env())
+    done = sweep_cli("run", "--study", str(study), "--runs-dir", str(runs), "--storage", "bogus://x")
     assert done.returncode == 2, done.stderr
     warning, error = done.stderr.strip().splitlines()
     assert warning.startswith(f"warning: {study}: ") and "rows of data.train are longer than model.max_seq_length " \

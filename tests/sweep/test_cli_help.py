@@ -10,7 +10,7 @@ import pytest
 
 from sweep import __version__
 from sweep.cli import COMMANDS
-from tests.conftest import ROOT, sweep_cli
+from tests.sweep.live_study import ROOT, sweep_cli
 
 NAMES = [command.__name__.rsplit(".", 1)[1] for command in COMMANDS]
 

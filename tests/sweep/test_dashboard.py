@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.sweep.live_study import ROOT, sweep_cli, sweep_env, write_study
 
 
 def _free_port() -> int:
@@ -36,11 +35,10 @@ def _get(url: str) -> bytes:
 @contextmanager
 def _dashboard(study, port: int, stop: signal.Signals = signal.SIGINT):
     """Start ``python -m sweep dashboard`` and wait until it answers; yields (base URL, its first two output lines)."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     # stderr to a file, not a pipe nobody reads: a server that writes more than a pipe holds would block
     errors = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, "-m", "sweep", "dashboard", *study.args(), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=errors, text=True, env=env, cwd=PROJECT_ROOT)
+                               stdout=subprocess.PIPE, stderr=errors, text=True, env=sweep_env(), cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -146,7 +144,7 @@ def test_dashboard_stops_cleanly_on_sigterm(finished_study):
         assert json.loads(_get(f"{base}/api/studies"))["study_summaries"]
 
 
-def test_dashboard_on_a_port_in_use_is_a_one_line_error(finished_study, sweep_cli):
+def test_dashboard_on_a_port_in_use_is_a_one_line_error(finished_study):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -157,14 +155,14 @@ def test_dashboard_on_a_port_in_use_is_a_one_line_error(finished_study, sweep_cl
                                         "Address already in use; choose another port with --port"]
 
 
-def test_dashboard_rejects_a_port_out_of_range(finished_study, sweep_cli):
+def test_dashboard_rejects_a_port_out_of_range(finished_study):
     done = sweep_cli("dashboard", *finished_study.args(), "--port", "70000")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --port: '70000' is not allowed: give a port number from 1 to 65535"]
 
 
-def test_dashboard_of_a_study_never_run_says_so(tmp_path, sweep_cli, tiny_study_file):
-    path = tiny_study_file(tmp_path, "never-run")
+def test_dashboard_of_a_study_never_run_says_so(tmp_path):
+    path = write_study(tmp_path, "never-run", 1)
     done = sweep_cli("dashboard", "--study", str(path), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1

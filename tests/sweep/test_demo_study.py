@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.conftest import DEMO_DATA, TINY_MODEL, status_json, sweep_cli
+from tests.sweep.live_study import DEMO_DATA, TINY_MODEL, status_json, sweep_cli
 from trainer.chat_data import IGNORE, encode_rows, set_chat_template
 from trainer.rows import read_jsonl
 from trainer.samples import chrf

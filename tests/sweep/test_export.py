@@ -12,6 +12,8 @@ import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from tests.sweep.live_study import sweep_cli
+
 NEW_TOKENS = 24
 
 
@@ -37,7 +39,7 @@ def _front_matter(card: str) -> dict:
 
 
 def test_export_with_merge_writes_adapter_card_and_merged_model_that_generate_like_the_trial(
-        finished_study, sweep_cli, tmp_path):
+        finished_study, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,7 +81,7 @@ def test_export_with_merge_writes_adapter_card_and_merged_model_that_generate_li
     assert _greedy_tokens(merged, AutoTokenizer.from_pretrained(to / "merged"), conversations) == expected
 
 
-def _study_with_extra_trial(finished_study, tmp_path, tiny_study_file, state, adapter_path=None):
+def _study_with_extra_trial(finished_study, tmp_path, state, adapter_path=None):
     """A copy of the finished study (same trial folders) plus one trial recorded with ``state``; its args."""
     runs = tmp_path / "runs"
     (runs / finished_study.name).mkdir(parents=True)
@@ -99,16 +101,15 @@ def _study_with_extra_trial(finished_study, tmp_path, tiny_study_file, state, ad
     (["--merge-dtype", "int8", "--merge"],
      "error: --merge-dtype: 'int8' is not allowed: choose one of auto, bfloat16, float16, float32"),
 ], ids=["no-such-trial", "not-a-number", "bad-dtype"])
-def test_export_bad_arguments_are_one_line_errors_and_write_nothing(extra, message, finished_study, sweep_cli,
-                                                                    tmp_path):
+def test_export_bad_arguments_are_one_line_errors_and_write_nothing(extra, message, finished_study, tmp_path):
     done = sweep_cli("export", *finished_study.args(), "--to", str(tmp_path / "out"), *extra)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [message]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_of_a_trial_that_did_not_complete_is_refused(finished_study, sweep_cli, tiny_study_file, tmp_path):
-    args = _study_with_extra_trial(finished_study, tmp_path, tiny_study_file, TrialState.FAIL)
+def test_export_of_a_trial_that_did_not_complete_is_refused(finished_study, tmp_path):
+    args = _study_with_extra_trial(finished_study, tmp_path, TrialState.FAIL)
     done = sweep_cli("export", *args, "--trial", "2", "--to", str(tmp_path / "out"))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
@@ -118,7 +119,7 @@ def test_export_of_a_trial_that_did_not_complete_is_refused(finished_study, swee
 
 
 @pytest.mark.parametrize("kind", ["folder-with-a-file", "file"])
-def test_export_to_a_taken_destination_is_refused_and_leaves_it_alone(kind, finished_study, sweep_cli, tmp_path):
+def test_export_to_a_taken_destination_is_refused_and_leaves_it_alone(kind, finished_study, tmp_path):
     to = tmp_path / "taken"
     if kind == "file":
         to.write_text("keep me")
@@ -134,7 +135,7 @@ def test_export_to_a_taken_destination_is_refused_and_leaves_it_alone(kind, fini
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
-def test_export_into_an_empty_folder_works(finished_study, sweep_cli, tmp_path):
+def test_export_into_an_empty_folder_works(finished_study, tmp_path):
     to = tmp_path / "empty"
     to.mkdir()
     done = sweep_cli("export", *finished_study.args(), "--trial", "1", "--to", str(to))
@@ -143,14 +144,14 @@ def test_export_into_an_empty_folder_works(finished_study, sweep_cli, tmp_path):
     assert "trial #1, one (the best is #" in (to / "README.md").read_text()
 
 
-def test_a_failed_merge_leaves_nothing_half_written(finished_study, sweep_cli, tiny_study_file, tmp_path):
+def test_a_failed_merge_leaves_nothing_half_written(finished_study, tmp_path):
     study = optuna.load_study(study_name=finished_study.name, storage=finished_study.storage)
     broken = tmp_path / "adapter-of-a-deleted-base"
     shutil.copytree(study.best_trial.user_attrs["adapter_path"], broken)
     spec = json.loads((broken / "trial_spec.json").read_text())
     spec["model"]["name_or_path"] = str(tmp_path / "deleted-base-model")
     (broken / "trial_spec.json").write_text(json.dumps(spec))
-    args = _study_with_extra_trial(finished_study, tmp_path, tiny_study_file, TrialState.COMPLETE, broken)
+    args = _study_with_extra_trial(finished_study, tmp_path, TrialState.COMPLETE, broken)
     to = tmp_path / "out"
     done = sweep_cli("export", *args, "--trial", "2", "--to", str(to), "--merge")
     assert done.returncode == 2
@@ -168,7 +169,7 @@ def _safetensors_dtypes(path: Path) -> set[str]:
     return {entry["dtype"] for name, entry in header.items() if name != "__metadata__"}
 
 
-def test_export_merge_dtype_bfloat16_writes_16_bit_weights(finished_study, sweep_cli, tmp_path):
+def test_export_merge_dtype_bfloat16_writes_16_bit_weights(finished_study, tmp_path):
     to = tmp_path / "bf16"
     done = sweep_cli("export", *finished_study.args(), "--to", str(to), "--merge", "--merge-dtype", "bfloat16")
     assert done.returncode == 0, done.stderr

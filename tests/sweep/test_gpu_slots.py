@@ -18,8 +18,7 @@ from sweep.gpus import plan_capacity
 from sweep.memory_estimate import estimate_trial_gib
 from sweep.study_file import load_study
 from sweep.trainer_process import trial_env
-from tests.sweep.live_study import write_study
-from tests.sweep.test_run_bad_input import fake_nvidia_smi
+from tests.sweep.live_study import fake_nvidia_smi, write_study
 
 LLAMA_31_8B = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 32,
                "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,

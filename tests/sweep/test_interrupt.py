@@ -11,12 +11,12 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.sweep.live_study import (
+    assert_no_trainer_left,
     assert_study_finished_exactly,
     checkpoint_saved,
-    load_trials,
     run_sweep,
-    sqlite_url,
     start_sweep,
+    study_trials,
     trainer_pids,
     wait_for,
     write_study,
@@ -40,15 +40,15 @@ def test_ctrl_c_ends_the_trainers_and_the_next_run_resumes_their_checkpoints(tmp
     sweep.send_signal(signal.SIGINT)
     assert sweep.wait(timeout=30) == 130
     assert time.monotonic() - sent < 10
-    assert not trainer_pids(runs)
+    assert_no_trainer_left(runs)
 
-    trials = load_trials("ctrl-c", sqlite_url(runs, "ctrl-c"))
+    trials = study_trials(runs, "ctrl-c")
     assert [(t.state, t.user_attrs.get("fail_reason")) for t in trials[:2]] == [(TrialState.FAIL, "interrupted")] * 2
     assert sorted(t.user_attrs["retry_of"] for t in trials if t.state == TrialState.WAITING) == [0, 1]
 
     done = run_sweep(study, runs, "--trials-per-gpu", "2")
     assert done.returncode == 0, done.stdout + done.stderr
-    complete = assert_study_finished_exactly(load_trials("ctrl-c", sqlite_url(runs, "ctrl-c")), 2)
+    complete = assert_study_finished_exactly(study_trials(runs, "ctrl-c"), 2)
     resumed = {t.user_attrs["retry_of"]: t.user_attrs["resumed_from_step"] for t in complete}
     assert resumed == {0: 4, 1: 2}
 
@@ -63,8 +63,8 @@ def test_stop_signals_leave_no_trainer_behind(tmp_path, signals):
         time.sleep(0.2)
     assert sweep.wait(timeout=30) == 130
     assert time.monotonic() - sent < (3 if len(signals) == 2 else 10)
-    wait_for(lambda: not trainer_pids(runs), 5, "the trainers to end")
-    trials = load_trials("stop", sqlite_url(runs, "stop"))
+    assert_no_trainer_left(runs, within=5)
+    trials = study_trials(runs, "stop")
     assert TrialState.COMPLETE not in {t.state for t in trials}
     if len(signals) == 1:
         assert {t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL} == {"interrupted"}

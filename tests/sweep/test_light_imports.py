@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.sweep.live_study import ROOT
 
 HEAVY = ("torch", "transformers", "peft", "trl", "unsloth", "datasets", "bitsandbytes")
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import optuna
 
-from tests.conftest import STUDIES, TINY_MODEL, sweep_cli
+from tests.sweep.live_study import STUDIES, TINY_MODEL, sweep_cli
 from trainer.events import Result, read_all
+from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE, STOP_FILE
 
 STUDY = f"""
 model: {{name_or_path: {TINY_MODEL}, max_seq_length: 128, load_in_4bit: false, chat_template: llama-3,
@@ -37,7 +38,7 @@ def test_a_hopeless_trial_is_pruned_at_its_first_point_and_its_trainer_stops(tmp
     study_file = tmp_path / "prune.yaml"
     study_file.write_text(STUDY)
     runs = tmp_path / "runs"
-    done = sweep_cli("run", "--study", str(study_file), "--runs-dir", str(runs), env={"OMP_NUM_THREADS": "1"})
+    done = sweep_cli("run", "--study", str(study_file), "--runs-dir", str(runs))
     assert done.returncode == 0, done.stdout + done.stderr
     study = optuna.load_study(study_name="prune", storage=f"sqlite:///{runs / 'prune' / 'study.db'}")
     good, hopeless = study.trials
@@ -55,6 +56,6 @@ def test_a_hopeless_trial_is_pruned_at_its_first_point_and_its_trainer_stops(tmp
     assert 10 <= hopeless.user_attrs["steps"] < 20
     assert hopeless.user_attrs["exit_status"] == 0
     trial_dir = runs / "prune" / "trials" / "00001"
-    result = read_all(trial_dir / "events.jsonl")[-1]
+    result = read_all(trial_dir / EVENTS_FILE)[-1]
     assert isinstance(result, Result) and result.status == "stopped"
-    assert (trial_dir / "STOP").exists() and not (trial_dir / "adapter").exists()
+    assert (trial_dir / STOP_FILE).exists() and not (trial_dir / ADAPTER_DIR).exists()

@@ -11,12 +11,12 @@ from optuna.trial import TrialState
 
 from tests.sweep.live_study import (
     assert_adapters_load,
+    assert_no_trainer_left,
     assert_study_finished_exactly,
     checkpoint_saved,
     load_trials,
     sqlite_url,
     start_sweep,
-    trainer_pids,
     wait_for,
     write_study,
 )
@@ -47,5 +47,5 @@ def test_three_workers_finish_every_trial_once(tmp_path, backend, request):
     [retry] = [t for t in complete if t.user_attrs.get("retry_of") == 0]
     assert retry.user_attrs["resumed_from_step"] == 4 and retry.params == lost.params
     assert len({t.user_attrs["worker"] for t in complete}) >= 2, "the surviving workers shared the trials"
-    assert not trainer_pids(runs)
+    assert_no_trainer_left(runs)
     assert_adapters_load(complete)

@@ -7,7 +7,7 @@ import pytest
 
 from sweep.pruners import PRUNERS, PrunerConfig, build_pruner
 from sweep.study_file import load_study
-from tests.sweep.test_study_files import BASE, errors_of, write
+from tests.sweep.live_study import MINIMAL_STUDY, study_errors, write_study_text
 
 OPTUNA_CLASS = {
     "none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
@@ -33,8 +33,8 @@ def test_patient_wraps_another_pruner():
 
 
 def pruner_errors(tmp_path, pruner: str, training: str = "") -> list[str]:
-    text = BASE + f"  pruner: {pruner}\n" + (f"training: {training}\n" if training else "")
-    return errors_of(write(tmp_path, text))
+    text = MINIMAL_STUDY + f"  pruner: {pruner}\n" + (f"training: {training}\n" if training else "")
+    return study_errors(write_study_text(tmp_path, text))
 
 
 def test_an_argument_the_pruner_ignores_is_an_error(tmp_path):
@@ -56,8 +56,8 @@ def test_warmup_that_covers_every_eval_point_is_an_error(tmp_path):
 
 def test_warmup_is_not_checked_against_eval_steps(tmp_path):
     # with eval_steps a trial reports as many evaluations as its length allows
-    text = BASE + "  pruner: {name: median, n_warmup_steps: 4}\ntraining: {eval_points: 4, eval_steps: 5}\n"
-    assert load_study(str(write(tmp_path, text))).config.search.pruner.n_warmup_steps == 4
+    text = MINIMAL_STUDY + "  pruner: {name: median, n_warmup_steps: 4}\ntraining: {eval_points: 4, eval_steps: 5}\n"
+    assert load_study(str(write_study_text(tmp_path, text))).config.search.pruner.n_warmup_steps == 4
 
 
 def test_hyperband_resources(tmp_path):

@@ -15,7 +15,7 @@ from sweep.objective import Objective
 from sweep.progress import ProgressView
 from sweep.study_file import load_study
 from sweep.study_versions import Identity
-from tests.sweep.test_study_files import BASE, write
+from tests.sweep.live_study import MINIMAL_STUDY, write_study_text
 
 SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "r": CategoricalDistribution([4, 8])}
 
@@ -31,7 +31,7 @@ def run_one_trial(study, optuna_study, runs: Path) -> io.StringIO:
 
 
 def test_the_objective_does_not_train_a_completed_configuration_again(tmp_path):
-    study = load_study(str(write(tmp_path, BASE)))
+    study = load_study(str(write_study_text(tmp_path, MINIMAL_STUDY)))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     optuna_study = optuna.create_study()
     optuna_study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-3, "r": 8}, distributions=SPACE,
@@ -46,7 +46,7 @@ def test_the_objective_does_not_train_a_completed_configuration_again(tmp_path):
 
 
 def test_a_pruned_configuration_proposed_again_is_pruned_again_with_its_curve(tmp_path):
-    study = load_study(str(write(tmp_path, BASE)))
+    study = load_study(str(write_study_text(tmp_path, MINIMAL_STUDY)))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     optuna_study = optuna.create_study()
     optuna_study.add_trial(optuna.trial.create_trial(

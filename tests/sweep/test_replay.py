@@ -15,7 +15,7 @@ from sweep.pruners import PrunerConfig
 from sweep.replay import CurveTable, config_key, replay_study
 from sweep.samplers import SamplerConfig
 from sweep.study_file import SearchConfig, load_study
-from tests.conftest import ROOT, STUDIES
+from tests.sweep.live_study import ROOT, STUDIES
 
 TABLE = CurveTable.load(ROOT / "bench" / "data" / "tiny_grid.jsonl")
 

@@ -10,12 +10,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from tests.sweep.live_study import sweep_cli, write_study
+
 CHARTS = ("eval_curves", "history", "importances", "slices")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_shows_curves_best_configuration_importances_slices_and_samples(finished_study, sweep_cli,
-                                                                                chromium, tmp_path):
+def test_report_shows_curves_best_configuration_importances_slices_and_samples(finished_study, chromium, tmp_path):
     out = tmp_path / "report"
     done = sweep_cli("report", *finished_study.args(), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -46,9 +47,9 @@ def test_report_shows_curves_best_configuration_importances_slices_and_samples(f
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 
-def _recorded_study(tmp_path, tiny_study_file, trials: list[dict]):
+def _recorded_study(tmp_path, trials: list[dict]):
     """A study file plus an Optuna study in its default SQLite storage, holding ``trials`` as recorded."""
-    path = tiny_study_file(tmp_path, "recorded")
+    path = write_study(tmp_path, "recorded", 1)
     folder = tmp_path / "runs" / "recorded"
     folder.mkdir(parents=True)
     study = optuna.create_study(study_name="recorded", storage=f"sqlite:///{folder / 'study.db'}")
@@ -68,8 +69,8 @@ def _recorded_study(tmp_path, tiny_study_file, trials: list[dict]):
     ([{"state": TrialState.COMPLETE, "value": 5.0, "lr": 0.01}, {"state": TrialState.COMPLETE, "value": 5.5, "lr": 0.01}],
      "parameter importances need complete trials whose searched parameters differ; here they are all the same"),
 ], ids=["one-complete-trial", "same-params"])
-def test_report_without_enough_trials_for_importances_says_why(trials, note, tmp_path, sweep_cli, tiny_study_file):
-    path = _recorded_study(tmp_path, tiny_study_file, trials)
+def test_report_without_enough_trials_for_importances_says_why(trials, note, tmp_path):
+    path = _recorded_study(tmp_path, trials)
     out = tmp_path / "report"
     done = sweep_cli("report", "--study", str(path), "--runs-dir", str(tmp_path / "runs"), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -79,8 +80,8 @@ def test_report_without_enough_trials_for_importances_says_why(trials, note, tmp
     assert html.escape("answer <0.01>") in page
 
 
-def test_report_of_a_study_without_complete_trials_is_a_one_line_error(tmp_path, sweep_cli, tiny_study_file):
-    path = _recorded_study(tmp_path, tiny_study_file, [{"state": TrialState.FAIL, "lr": 0.01}])
+def test_report_of_a_study_without_complete_trials_is_a_one_line_error(tmp_path):
+    path = _recorded_study(tmp_path, [{"state": TrialState.FAIL, "lr": 0.01}])
     out = tmp_path / "report"
     done = sweep_cli("report", "--study", str(path), "--runs-dir", str(tmp_path / "runs"), "--out", str(out))
     assert done.returncode == 2
@@ -89,7 +90,7 @@ def test_report_of_a_study_without_complete_trials_is_a_one_line_error(tmp_path,
     assert not out.exists()
 
 
-def test_report_out_must_be_a_folder(finished_study, sweep_cli, tmp_path):
+def test_report_out_must_be_a_folder(finished_study, tmp_path):
     taken = tmp_path / "a-file"
     taken.write_text("keep me")
     done = sweep_cli("report", *finished_study.args(), "--out", str(taken))

@@ -10,27 +10,24 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 from optuna.trial import TrialState
 
 from tests.sweep.live_study import (
-    ROOT,
     assert_adapters_load,
+    assert_no_trainer_left,
     assert_study_finished_exactly,
     checkpoint_saved,
-    events,
     kill,
-    load_trials,
     run_sweep,
-    sqlite_url,
+    run_trainer,
     start_sweep,
-    sweep_env,
-    trainer_pids,
+    study_trials,
     wait_for,
     write_study,
 )
+from trainer.trial_folder import SPEC_FILE
 
 EVAL_STEPS = [2, 4, 6, 8]  # max_steps 8 at 4 eval points; each eval point is also a checkpoint
 
@@ -42,21 +39,21 @@ def kill_after_checkpoint(study, runs, trial_folder: str, step: int) -> None:
     trial_dir = runs / study.stem / "trials" / trial_folder
     wait_for(lambda: checkpoint_saved(trial_dir, step), 240, f"the checkpoint of step {step}")
     kill(sweep)
-    wait_for(lambda: not trainer_pids(runs), 15, "the orphaned trainer to end itself")
+    assert_no_trainer_left(runs, within=15)  # the orphaned trainer ends itself
 
 
 def test_resumed_trial_records_what_an_uninterrupted_run_records(tmp_path):
     runs = tmp_path / "runs"
     reference = write_study(tmp_path, "uninterrupted", 1)
     assert run_sweep(reference, runs).returncode == 0
-    [expected] = load_trials("uninterrupted", sqlite_url(runs, "uninterrupted"))
+    [expected] = study_trials(runs, "uninterrupted")
 
     study = write_study(tmp_path, "killed", 1)
     kill_after_checkpoint(study, runs, "00000", 4)
     done = run_sweep(study, runs)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    trials = load_trials("killed", sqlite_url(runs, "killed"))
+    trials = study_trials(runs, "killed")
     [resumed] = assert_study_finished_exactly(trials, 1)
     [lost] = [t for t in trials if t.state == TrialState.FAIL]
     assert lost.number == 0 and lost.user_attrs["fail_reason"].startswith("stale: no heartbeat")
@@ -85,7 +82,7 @@ def test_orchestrator_killed_at_random_moments_resumes_to_the_exact_total(tmp_pa
     done = run_sweep(study, runs)
     assert done.returncode == 0, f"killed after {moments} s\n{done.stdout}{done.stderr}"
 
-    trials = load_trials("rounds", sqlite_url(runs, "rounds"))
+    trials = study_trials(runs, "rounds")
     complete = assert_study_finished_exactly(trials, n_trials)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and all(t.user_attrs["fail_reason"].startswith("stale: ") for t in failed), moments
@@ -93,7 +90,7 @@ def test_orchestrator_killed_at_random_moments_resumes_to_the_exact_total(tmp_pa
     assert first.user_attrs["retry_of"] == 0 and first.user_attrs["resumed_from_step"] >= 4
     for trial in complete:
         assert [step for step, _ in trial.user_attrs["eval_losses"]] == EVAL_STEPS, trial.number
-    assert not trainer_pids(runs)
+    assert_no_trainer_left(runs)
     assert_adapters_load(complete)
     for trial in complete:  # a trial resumed after kills equals the same spec trained once from scratch
         assert retrained_eval_loss(trial, runs.parent / f"again-{trial.number}") == trial.value, trial.number
@@ -101,10 +98,7 @@ def test_orchestrator_killed_at_random_moments_resumes_to_the_exact_total(tmp_pa
 
 def retrained_eval_loss(trial, folder) -> float:
     """Train ``trial``'s spec again, from scratch, in a fresh folder; returns its final eval loss."""
-    spec = json.loads((Path(trial.user_attrs["trial_dir"]) / "spec.json").read_text())
+    spec = json.loads((Path(trial.user_attrs["trial_dir"]) / SPEC_FILE).read_text())
     folder.mkdir()
-    (folder / "spec.json").write_text(json.dumps({**spec, "output_dir": str(folder)}))
-    done = subprocess.run([sys.executable, "-m", "trainer", str(folder / "spec.json")], cwd=ROOT, env=sweep_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return events(folder)[-1]["eval_loss"]
+    (folder / SPEC_FILE).write_text(json.dumps({**spec, "output_dir": str(folder)}))
+    return run_trainer(folder / SPEC_FILE)[-1]["eval_loss"]

@@ -8,8 +8,10 @@ import time
 
 from optuna.trial import TrialState
 
-from sweep.retries import RETRIES, RETRY_OF, fail_stale_trials, requeue
+from sweep.optuna_internals import enqueued_params, storage_of, trial_id
+from sweep.retries import fail_stale_trials, requeue
 from sweep.storage import open_study
+from sweep.trial_attrs import RETRIES, RETRY_OF
 
 GRACE = 1
 
@@ -22,7 +24,7 @@ def running_trial(optuna_study, heartbeat: bool):
     trial = optuna_study.ask()
     trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)
     if heartbeat:
-        optuna_study._storage.record_heartbeat(trial._trial_id)
+        storage_of(optuna_study).record_heartbeat(trial_id(trial))
     return trial
 
 
@@ -43,7 +45,7 @@ def test_trials_of_dead_workers_are_failed_with_the_reason_and_queued_again(tmp_
     assert by_number[alive.number].state == TrialState.RUNNING
     queued = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs[RETRY_OF] for t in queued) == [silent.number, never_beat.number]
-    assert {t.system_attrs["fixed_params"]["learning_rate"] for t in queued} == \
+    assert {enqueued_params(t)["learning_rate"] for t in queued} == \
         {by_number[silent.number].params["learning_rate"], by_number[never_beat.number].params["learning_rate"]}
     assert fail_stale_trials(optuna_study, GRACE, max_retries=2) == [], "failed once, queued once"
 

@@ -8,28 +8,16 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.sweep.live_study import ROOT, sweep_env, write_study
-
-
-def fake_nvidia_smi(folder: Path, rows: str) -> str:
-    """A PATH whose nvidia-smi prints ``rows`` the way the real one answers the sweep's query."""
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "nvidia-smi"
-    script.write_text(f"#!/bin/sh\nprintf '{rows}'\n")
-    script.chmod(0o755)
-    return f"{folder}:/usr/bin:/bin"
+from tests.sweep.live_study import TINY_MODEL, fake_nvidia_smi, run_sweep, sweep_cli, write_study
 
 
 def run_cli(study: Path, runs: Path, *args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "sweep", "run", "--study", str(study), "--runs-dir", str(runs), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env=sweep_env(PATH=path))
+    return run_sweep(study, runs, *args, timeout=120, PATH=path)
 
 
 def assert_refused(done: subprocess.CompletedProcess, runs: Path, *needles: str) -> None:
@@ -79,11 +67,6 @@ def test_wrong_postgresql_password(tmp_path, postgres_url):
     assert_refused(done, runs, "cannot open the study storage", "password authentication failed")
     assert "not-the-password" not in done.stderr
     assert "wrong-password" not in optuna.get_all_study_names(postgres_url)
-
-
-def sweep(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweep", *args], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env=sweep_env())
 
 
 def one_error_line(done: subprocess.CompletedProcess, *needles: str) -> str:
@@ -143,7 +126,7 @@ def test_damaged_study_database_is_one_line_and_left_as_it_was(tmp_path, command
     study = write_study(tmp_path, "damaged", 2)
     db = damaged_database(tmp_path, kind, "damaged")
     before = db.read_bytes()
-    done = sweep(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
+    done = sweep_cli(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
     line = one_error_line(done, f"error: {db}: {DAMAGED[kind]}")
     assert "--storage" not in line  # the user gave none: the error names the file
     assert db.read_bytes() == before
@@ -159,7 +142,7 @@ def test_reading_an_sqlite_file_without_a_study_writes_no_schema_into_it(tmp_pat
         con.execute("PRAGMA user_version = 7")  # a valid SQLite file with no table at all
     con.close()
     before = db.read_bytes()
-    one_error_line(sweep(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs")),
+    one_error_line(sweep_cli(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs")),
                    f"{db}: holds no study yet: run `python -m sweep run --study")
     assert db.read_bytes() == before
 
@@ -169,7 +152,7 @@ def test_status_of_a_study_missing_from_its_database_names_the_file(tmp_path):
     db = tmp_path / "runs" / "missing" / "study.db"
     db.parent.mkdir(parents=True)
     optuna.create_study(study_name="another", storage=f"sqlite:///{db}")
-    line = one_error_line(sweep("status", "--study", str(study), "--runs-dir", str(tmp_path / "runs")),
+    line = one_error_line(sweep_cli("status", "--study", str(study), "--runs-dir", str(tmp_path / "runs")),
                           f"no study named 'missing' in {db}")
     assert "--storage" not in line
 
@@ -189,10 +172,10 @@ def finished_trial_study(tmp_path: Path, name: str, adapter: Path) -> Path:
 def test_best_says_so_when_the_adapter_folder_is_gone(tmp_path):
     gone = tmp_path / "runs" / "gone" / "trials" / "00000" / "adapter"
     study = finished_trial_study(tmp_path, "gone", gone)
-    done = sweep("best", "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
+    done = sweep_cli("best", "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 0, done.stderr
     assert f"adapter: {gone}  (missing: no adapter there any more; was the runs folder moved or cleaned?)" in done.stdout
-    done = sweep("best", "--study", str(study), "--runs-dir", str(tmp_path / "runs"), "--json")
+    done = sweep_cli("best", "--study", str(study), "--runs-dir", str(tmp_path / "runs"), "--json")
     assert '"adapter_on_disk": false' in done.stdout
 
 
@@ -201,8 +184,8 @@ def test_reading_a_study_needs_neither_its_model_nor_its_data(tmp_path, command)
     """A study database copied where its data and model are not: nothing to refuse about them."""
     study = finished_trial_study(tmp_path, "elsewhere", tmp_path / "adapter")
     shutil.rmtree(tmp_path / "data")
-    study.write_text(study.read_text().replace(str(ROOT / "studies" / "models" / "tiny-llama"), "org/not-cached"))
-    done = sweep(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
+    study.write_text(study.read_text().replace(str(TINY_MODEL), "org/not-cached"))
+    done = sweep_cli(command, "--study", str(study), "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 0, done.stderr
     assert "2.5" in done.stdout
 
@@ -211,5 +194,5 @@ def test_export_to_a_path_under_a_file(tmp_path):
     study = finished_trial_study(tmp_path, "export-under-file", tmp_path / "adapter")
     (tmp_path / "a-file").write_text("x\n")
     to = tmp_path / "a-file" / "out"
-    done = sweep("export", "--study", str(study), "--runs-dir", str(tmp_path / "runs"), "--to", str(to))
+    done = sweep_cli("export", "--study", str(study), "--runs-dir", str(tmp_path / "runs"), "--to", str(to))
     one_error_line(done, f"--to {to}: {tmp_path / 'a-file'} is a file, not a folder")

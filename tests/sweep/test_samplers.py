@@ -14,7 +14,7 @@ import pytest
 
 from sweep.samplers import SamplerConfig, build_sampler, grid_of
 from sweep.study_file import load_study
-from tests.conftest import STUDIES
+from tests.sweep.live_study import MINIMAL_STUDY, STUDIES, study_errors, write_study_text
 
 MODEL_BASED = ["tpe", "random", "gp", "cmaes", "qmc"]
 
@@ -76,19 +76,15 @@ def test_tpe_is_multivariate_by_default():
 
 
 def test_grid_sampler_needs_choices_and_no_conditional_rslora(tmp_path):
-    from tests.sweep.test_study_files import BASE, errors_of, write
-
-    (line,) = errors_of(write(tmp_path, BASE + "  sampler: {name: grid}\n"))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: grid}\n"))
     assert "search: sampler grid: the grid sampler needs choices for learning_rate" in line
-    conditional = BASE.replace("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}", "learning_rate: 1.0e-3") \
+    conditional = MINIMAL_STUDY.replace("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}", "learning_rate: 1.0e-3") \
         + "    use_rslora: {choices: [true, false], only_for_r: [8]}\n  sampler: {name: grid}\n"
-    (line,) = errors_of(write(tmp_path, conditional))
+    (line,) = study_errors(write_study_text(tmp_path, conditional))
     assert "use_rslora with only_for_r would train every other rank twice" in line
 
 
 def test_gp_sampler_is_refused_with_a_pruner(tmp_path):
-    from tests.sweep.test_study_files import BASE, errors_of, write
-
-    (line,) = errors_of(write(tmp_path, BASE + "  sampler: {name: gp}\n"))  # the default pruner is median
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n"))  # the default pruner is median
     assert "sampler gp with pruner median: the GP sampler learns only from completed trials" in line
-    assert load_study(str(write(tmp_path, BASE + "  sampler: {name: gp}\n  pruner: {name: none}\n")))
+    assert load_study(str(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n  pruner: {name: none}\n")))

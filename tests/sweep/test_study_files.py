@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from sweep.errors import UserError
 from sweep.model_source import hub_cache_dir
 from sweep.study_file import load_study
-from tests.conftest import DEMO_DATA, STUDIES, TINY_MODEL
+from tests.sweep.live_study import DEMO_DATA, MINIMAL_STUDY, STUDIES, TINY_MODEL, study_errors, write_study_text
 
 SHIPPED = sorted(STUDIES.glob("*.yaml"))
 
@@ -46,119 +45,88 @@ def test_lr_rank_is_the_users_8b_study():
     assert set(config.search.params.searched_names()) == {"learning_rate", "r"}
 
 
-BASE = f"""
-model:
-  name_or_path: {TINY_MODEL}
-  max_seq_length: 128
-  load_in_4bit: false
-  chat_template: llama-3
-data:
-  train: {DEMO_DATA / 'train.jsonl'}
-  eval: {DEMO_DATA / 'eval.jsonl'}
-search:
-  n_trials: 2
-  params:
-    learning_rate: {{low: 1.0e-4, high: 1.0e-2, log: true}}
-    r: {{choices: [4, 8]}}
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def errors_of(path: Path) -> list[str]:
-    with pytest.raises(UserError) as caught:
-        load_study(str(path))
-    lines = str(caught.value).splitlines()
-    assert all(line.startswith(str(path)) for line in lines), lines
-    return lines
-
-
 def test_a_valid_file_loads(tmp_path):
-    assert load_study(str(write(tmp_path, BASE))).config.search.n_trials == 2
+    assert load_study(str(write_study_text(tmp_path, MINIMAL_STUDY))).config.search.n_trials == 2
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace("max_seq_length", "max_seq_lenght")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("max_seq_length", "max_seq_lenght")))
     assert "model.max_seq_lenght: unknown key" in line
     assert "did you mean 'max_seq_length'" in line
 
 
 def test_negative_learning_rate_names_key_and_value(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace("low: 1.0e-4", "low: -1.0e-4")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("low: 1.0e-4", "low: -1.0e-4")))
     assert "search.params.learning_rate.low" in line and "-0.0001" in line and "greater than 0" in line
 
 
 def test_low_above_high(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace("low: 1.0e-4", "low: 1.0e-1")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("low: 1.0e-4", "low: 1.0e-1")))
     assert "search.params.learning_rate" in line and "low must not exceed high" in line
 
 
 def test_empty_choices(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace("choices: [4, 8]", "choices: []")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("choices: [4, 8]", "choices: []")))
     assert "search.params.r.choices" in line and "[]" in line and "at least 1" in line
 
 
 def test_all_problems_of_a_file_are_reported_together(tmp_path):
-    text = BASE.replace("choices: [4, 8]", "choices: []").replace("n_trials: 2", "n_trials: 0")
-    lines = errors_of(write(tmp_path, text + "colour: red\n"))
+    text = MINIMAL_STUDY.replace("choices: [4, 8]", "choices: []").replace("n_trials: 2", "n_trials: 0")
+    lines = study_errors(write_study_text(tmp_path, text + "colour: red\n"))
     assert len(lines) == 3
     assert any("search.n_trials" in line and "0" in line for line in lines)
     assert any("colour: unknown key" in line for line in lines)
 
 
 def test_missing_required_section(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace("search:\n  n_trials: 2", "search:\n  sampler: {name: tpe}")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("search:\n  n_trials: 2", "search:\n  sampler: {name: tpe}")))
     assert "search.n_trials: required key is missing" in line
 
 
 def test_bad_choice_lists_the_allowed_values(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace("chat_template: llama-3", "chat_template: chatml")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("chat_template: llama-3", "chat_template: chatml")))
     assert "model.chat_template" in line and "'chatml'" in line and "'model' or 'llama-3'" in line
 
 
 def test_eval_and_eval_fraction_are_exclusive(tmp_path):
-    text = BASE.replace("  eval: ", "  eval_fraction: 0.1\n  eval: ")
-    (line,) = errors_of(write(tmp_path, text))
+    text = MINIMAL_STUDY.replace("  eval: ", "  eval_fraction: 0.1\n  eval: ")
+    (line,) = study_errors(write_study_text(tmp_path, text))
     assert "data" in line and "either eval or eval_fraction" in line
 
 
 def test_no_eval_set_at_all(tmp_path):
-    text = "\n".join(line for line in BASE.splitlines() if not line.startswith("  eval:"))
-    (line,) = errors_of(write(tmp_path, text))
+    text = "\n".join(line for line in MINIMAL_STUDY.splitlines() if not line.startswith("  eval:"))
+    (line,) = study_errors(write_study_text(tmp_path, text))
     assert "an eval set is needed" in line
 
 
 def test_alpha_per_rank_cannot_mix_with_choices(tmp_path):
-    text = BASE + "    lora_alpha: {alpha_per_rank: [1, 2], choices: [16]}\n"
-    (line,) = errors_of(write(tmp_path, text))
+    text = MINIMAL_STUDY + "    lora_alpha: {alpha_per_rank: [1, 2], choices: [16]}\n"
+    (line,) = study_errors(write_study_text(tmp_path, text))
     assert "search.params.lora_alpha" in line and "alpha_per_rank alone" in line
 
 
 def test_enqueued_configuration_must_lie_in_the_space(tmp_path):
-    text = BASE + "  enqueue:\n    - {learning_rate: 2.0e-4, r: 64}\n"
-    (line,) = errors_of(write(tmp_path, text))
+    text = MINIMAL_STUDY + "  enqueue:\n    - {learning_rate: 2.0e-4, r: 64}\n"
+    (line,) = study_errors(write_study_text(tmp_path, text))
     assert "search.enqueue" in line or "search" in line
     assert "r=64" in line and "outside the search space" in line
 
 
 def test_enqueue_with_alpha_as_multiple_of_rank(tmp_path):
-    text = BASE + "    lora_alpha: {alpha_per_rank: [1, 2]}\n  enqueue:\n    - {r: 8, lora_alpha: 16}\n"
-    study = load_study(str(write(tmp_path, text)))
+    text = MINIMAL_STUDY + "    lora_alpha: {alpha_per_rank: [1, 2]}\n  enqueue:\n    - {r: 8, lora_alpha: 16}\n"
+    study = load_study(str(write_study_text(tmp_path, text)))
     entry = study.config.search.enqueue[0]
     assert study.config.search.params.to_optuna_params(entry) == {"r": 8, "alpha_per_rank": 2}
 
 
 def test_fixed_parameter_shorthand(tmp_path):
-    study = load_study(str(write(tmp_path, BASE.replace("choices: [4, 8]}", "value: 8}"))))
+    study = load_study(str(write_study_text(tmp_path, MINIMAL_STUDY.replace("choices: [4, 8]}", "value: 8}"))))
     assert not study.config.search.params.r.searched
 
 
 def test_model_path_that_does_not_exist(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace(str(TINY_MODEL), "./no-such-model")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "./no-such-model")))
     assert "model.name_or_path" in line and "'./no-such-model'" in line and "hub id" in line
 
 
@@ -175,7 +143,7 @@ def cache_snapshot(cache: Path, hub_id: str) -> Path:
 def test_hub_id_in_the_hugging_face_cache_is_accepted(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     cache_snapshot(tmp_path / "hub", "AI-Sweden-Models/Llama-3-8B-instruct")
-    study = load_study(str(write(tmp_path, BASE.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instruct"))))
+    study = load_study(str(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instruct"))))
     assert study.config.model.name_or_path == "AI-Sweden-Models/Llama-3-8B-instruct"
 
 
@@ -185,7 +153,7 @@ def test_hub_id_not_in_the_cache_names_the_places_it_looked(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     cache_snapshot(tmp_path / "hf" / "hub", "AI-Sweden-Models/Llama-3-8B-instruct")
-    (line,) = errors_of(write(tmp_path, BASE.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instrukt")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "AI-Sweden-Models/Llama-3-8B-instrukt")))
     assert "model.name_or_path: 'AI-Sweden-Models/Llama-3-8B-instrukt' is not allowed" in line
     assert f"{tmp_path / 'AI-Sweden-Models/Llama-3-8B-instrukt'} does not exist" in line
     assert f"{tmp_path / 'hf/hub/models--AI-Sweden-Models--Llama-3-8B-instrukt'} has no snapshot" in line
@@ -195,7 +163,7 @@ def test_hub_id_not_in_the_cache_names_the_places_it_looked(tmp_path, monkeypatc
 
 def test_typo_in_a_relative_model_folder_is_a_path_not_a_hub_id(tmp_path):
     shutil.copytree(TINY_MODEL, tmp_path / "models" / "tiny-llama")
-    (line,) = errors_of(write(tmp_path, BASE.replace(str(TINY_MODEL), "models/tiny-lama")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(TINY_MODEL), "models/tiny-lama")))
     assert f"'models/tiny-lama' is not allowed: {tmp_path / 'models/tiny-lama'} does not exist" in line
     assert "Hugging Face cache" not in line
 
@@ -209,12 +177,12 @@ def test_hub_cache_folder_is_found_as_huggingface_hub_finds_it(tmp_path):
 
 
 def test_missing_dataset(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE.replace(str(DEMO_DATA / "train.jsonl"), "missing.jsonl")))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace(str(DEMO_DATA / "train.jsonl"), "missing.jsonl")))
     assert "data.train" in line and "'missing.jsonl'" in line and "does not exist" in line
 
 
 def test_malformed_yaml_names_the_line(tmp_path):
-    (line,) = errors_of(write(tmp_path, BASE + "  enqueue: [\n"))
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "  enqueue: [\n"))
     assert "not valid YAML" in line and f"{tmp_path / 's.yaml'}:" in line
 
 

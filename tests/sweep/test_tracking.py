@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sweep.live_study import events, run_sweep, write_study
+from tests.sweep.live_study import events, run_sweep, study_trials, write_study
 from trainer.spec import TRACKERS, TrainingFixed
 
 PARAMS = ("learning_rate", "num_train_epochs", "r", "lora_alpha", "use_rslora")
@@ -109,10 +109,8 @@ def test_each_trial_is_a_run_in_tensorboard_mlflow_and_wandb(tmp_path, monkeypat
 
 
 def _optuna_trials(folder: Path) -> list[dict]:
-    from tests.sweep.live_study import load_trials
-
     out = []
-    for t in load_trials("tracked", f"sqlite:///{folder / 'study.db'}"):
+    for t in study_trials(folder.parent, "tracked"):
         trial_dir = Path(t.user_attrs["trial_dir"])
         params = json.loads((trial_dir / "spec.json").read_text())["params"]
         evals = [(e["step"], e["eval_loss"]) for e in events(trial_dir) if e["event"] == "eval"]

@@ -7,8 +7,10 @@ import json
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
-from sweep.trial_artifacts import SAMPLES_FILE, write_samples
+from sweep.optuna_internals import storage_of
+from sweep.trial_artifacts import write_samples
 from trainer.spec import TrialSpec
+from trainer.trial_folder import SAMPLES_FILE
 
 
 def _read_artifact(store, meta, tmp_path) -> str:
@@ -22,7 +24,7 @@ def test_every_trial_has_its_spec_log_and_samples_attached(finished_study, tmp_p
     store = FileSystemArtifactStore(finished_study.folder / "artifacts")
     assert len(study.trials) == 2
     for trial in study.trials:
-        metas = {meta.filename: meta for meta in get_all_artifact_meta(trial, storage=study._storage)}
+        metas = {meta.filename: meta for meta in get_all_artifact_meta(trial, storage=storage_of(study))}
         assert sorted(metas) == ["samples.jsonl", "spec.json", "trainer.log"]
         spec = TrialSpec.model_validate_json(_read_artifact(store, metas["spec.json"], tmp_path))
         assert spec.trial_number == trial.number and spec.params == trial.params | spec.params
@@ -30,7 +32,7 @@ def test_every_trial_has_its_spec_log_and_samples_attached(finished_study, tmp_p
         lines = _read_artifact(store, metas["samples.jsonl"], tmp_path).splitlines()
         samples = [json.loads(line) for line in lines]
         assert samples == trial.user_attrs["samples"]
-        assert len(samples) == 2  # the demo study's samples.count
+        assert len(samples) == 2  # the finished study's samples.count
         assert all(set(s) == {"prompt", "reference", "answer"} and s["prompt"] for s in samples)
 
 

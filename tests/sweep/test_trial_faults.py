@@ -11,17 +11,16 @@ import signal
 from optuna.trial import TrialState
 
 from tests.sweep.live_study import (
+    assert_no_trainer_left,
     assert_study_finished_exactly,
     events,
-    load_trials,
+    fake_nvidia_smi,
     run_sweep,
-    sqlite_url,
     start_sweep,
-    trainer_pids,
+    study_trials,
     wait_for,
     write_study,
 )
-from tests.sweep.test_run_bad_input import fake_nvidia_smi
 
 
 def test_crash_kill_hang_and_oom_fail_their_trials_and_the_study_goes_on(tmp_path):
@@ -36,7 +35,7 @@ def test_crash_kill_hang_and_oom_fail_their_trials_and_the_study_goes_on(tmp_pat
     os.kill(next(e["pid"] for e in events(trial_1) if e["event"] == "started"), signal.SIGKILL)
     assert sweep.wait(timeout=480) == 0, (tmp_path / "faults.log").read_text()
 
-    trials = {t.number: t for t in load_trials("faults", sqlite_url(runs, "faults"))}
+    trials = {t.number: t for t in study_trials(runs, "faults")}
     reasons = {n: t.user_attrs.get("fail_reason") for n, t in trials.items() if t.state == TrialState.FAIL}
     assert reasons[0] == "timeout"
     assert reasons[1] == "crash: trainer killed by SIGKILL"
@@ -50,7 +49,7 @@ def test_crash_kill_hang_and_oom_fail_their_trials_and_the_study_goes_on(tmp_pat
     assert (spec["training"]["per_device_train_batch_size"], spec["training"]["gradient_accumulation_steps"]) == (4, 2)
     assert {p["device"] for t in trials.values() for p in t.user_attrs["placements"]} == {"0", "1"}
     assert not any("retry_of" in t.user_attrs for t in trials.values()), "a trial's own fault is not retried"
-    assert not trainer_pids(runs)
+    assert_no_trainer_left(runs)
 
 
 def test_trial_out_of_memory_beside_another_is_placed_again_alone(tmp_path):
@@ -59,7 +58,7 @@ def test_trial_out_of_memory_beside_another_is_placed_again_alone(tmp_path):
     done = run_sweep(study, runs, "--trials-per-gpu", "2", SWEEP_TEST_FAULT="oom_if_shared@2")
     assert done.returncode == 0, done.stdout + done.stderr
 
-    trials = load_trials("shared-oom", sqlite_url(runs, "shared-oom"))
+    trials = study_trials(runs, "shared-oom")
     complete = assert_study_finished_exactly(trials, 2)
     assert len(trials) == 2, "nothing failed: the trial that did not fit was placed again, not lost"
     replaced = [t for t in complete if "oom_replaced" in t.user_attrs]

@@ -4,37 +4,18 @@ a second file with the same name. Each case runs real studies of the tiny model.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import optuna
 import yaml
 from optuna.trial import TrialState
 
-from tests.sweep.live_study import (
-    ROOT,
-    events,
-    load_trials,
-    run_sweep,
-    sqlite_url,
-    sweep_env,
-    write_study,
-)
+from tests.sweep.live_study import run_sweep, run_trainer, sqlite_url, status_json, study_trials, write_study
 
 
 def edit(study_file, change) -> None:
     content = yaml.safe_load(study_file.read_text())
     change(content)
     study_file.write_text(yaml.safe_dump(content, sort_keys=False))
-
-
-def run_trainer(spec_path):
-    """``python -m trainer SPEC``: the trainer alone, as a worker runs it; returns its events."""
-    (spec_path.parent / "events.jsonl").unlink(missing_ok=True)  # as the orchestrator does before a start
-    done = subprocess.run([sys.executable, "-m", "trainer", str(spec_path)], cwd=ROOT, env=sweep_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return events(spec_path.parent)
 
 
 def test_a_checkpoint_is_resumed_only_by_the_trial_that_wrote_it(tmp_path):
@@ -57,8 +38,8 @@ def test_a_checkpoint_is_resumed_only_by_the_trial_that_wrote_it(tmp_path):
     (fresh / "spec.json").write_text(json.dumps({**spec, "output_dir": str(fresh)}))
     expected = run_trainer(fresh / "spec.json")
     assert got[-1]["eval_loss"] == expected[-1]["eval_loss"]
-    assert [e["eval_loss"] for e in got if e["event"] == "evaluation"] == \
-           [e["eval_loss"] for e in expected if e["event"] == "evaluation"]
+    assert [e["eval_loss"] for e in got if e["event"] == "eval"] == \
+           [e["eval_loss"] for e in expected if e["event"] == "eval"]
 
 
 def test_finished_trials_drop_their_checkpoints_and_keep_their_adapter(tmp_path):
@@ -89,7 +70,7 @@ def test_a_runs_folder_of_a_deleted_database_is_refused_until_started_fresh(tmp_
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     [aside] = [p for p in runs.iterdir() if p.name.startswith("gone.old-")]
     assert (aside / "trials" / "00000" / "adapter" / "adapter_model.safetensors").read_bytes() == before
-    [trial] = load_trials("gone", sqlite_url(runs, "gone"))
+    [trial] = study_trials(runs, "gone")
     assert trial.params["learning_rate"] == 1e-3 and trial.user_attrs["resumed_from_step"] == 0
 
 
@@ -97,7 +78,7 @@ def test_an_added_choice_continues_in_a_new_version_without_training_again(tmp_p
     runs = tmp_path / "runs"
     study = write_study(tmp_path, "grow", 2, max_steps=4, eval_points=2)
     assert run_sweep(study, runs).returncode == 0
-    first = {t.number: t for t in load_trials("grow", sqlite_url(runs, "grow"))}
+    first = {t.number: t for t in study_trials(runs, "grow")}
 
     edit(study, lambda c: (c["search"]["params"].update(r={"choices": [4, 8, 16]}),
                            c["search"].update(n_trials=3)))
@@ -106,7 +87,7 @@ def test_an_added_choice_continues_in_a_new_version_without_training_again(tmp_p
     assert "search.params.r.choices: [4, 8] -> [4, 8, 16]" in done.stdout
     assert "continuing in study grow@v2 with 2 finished trials of grow copied" in done.stdout
 
-    trials = load_trials("grow@v2", sqlite_url(runs, "grow"))
+    trials = study_trials(runs, "grow@v2")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     for copy in trials[:2]:
         original = first[int(copy.user_attrs["copied_from"].split("#")[1])]
@@ -115,9 +96,7 @@ def test_an_added_choice_continues_in_a_new_version_without_training_again(tmp_p
         assert copy.distributions["r"] == optuna.distributions.CategoricalDistribution([4, 8, 16])
     assert trials[2].user_attrs["trial_dir"].endswith("trials/v2-00002")  # the only trial trained again
 
-    status = subprocess.run([sys.executable, "-m", "sweep", "status", "--study", str(study), "--runs-dir", str(runs),
-                             "--json"], cwd=ROOT, env=sweep_env(), capture_output=True, text=True)
-    assert len(json.loads(status.stdout)) == 3, status.stderr  # the commands follow the newest version
+    assert len(status_json(str(study), runs)) == 3  # the commands follow the newest version
     again = run_sweep(study, runs)  # an unchanged file: nothing to do, no version 3
     assert again.returncode == 0 and "nothing to do" in again.stdout and "changed" not in again.stdout
 
@@ -126,7 +105,7 @@ def test_a_changed_model_section_is_refused_and_a_namesake_file_does_not_join(tm
     runs = tmp_path / "runs"
     study = write_study(tmp_path, "fixed", 1, max_steps=4, eval_points=2)
     assert run_sweep(study, runs).returncode == 0
-    before = [(t.number, t.state, t.value) for t in load_trials("fixed", sqlite_url(runs, "fixed"))]
+    before = [(t.number, t.state, t.value) for t in study_trials(runs, "fixed")]
 
     edit(study, lambda c: c["training"].update(weight_decay=0.1))
     refused = run_sweep(study, runs)
@@ -141,5 +120,5 @@ def test_a_changed_model_section_is_refused_and_a_namesake_file_does_not_join(tm
     assert refused.returncode == 2
     [line] = refused.stderr.strip().splitlines()
     assert f"'fixed' is already the study of {study.resolve()}" in line and "training.max_steps" in line
-    assert [(t.number, t.state, t.value) for t in load_trials("fixed", sqlite_url(runs, "fixed"))] == before
+    assert [(t.number, t.state, t.value) for t in study_trials(runs, "fixed")] == before
     assert optuna.get_all_study_names(sqlite_url(runs, "fixed")) == ["fixed"]

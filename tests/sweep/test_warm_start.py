@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-from tests.sweep.live_study import load_trials, run_sweep, sqlite_url, write_study
+from tests.sweep.live_study import run_sweep, study_trials, write_study
 from tests.sweep.test_trusted_results import edit
 
 
 def test_a_warm_start_copies_the_earlier_trials_inside_the_space_and_trains_n_trials_more(tmp_path):
     runs = tmp_path / "runs"
     assert run_sweep(write_study(tmp_path, "first", 2, max_steps=4, eval_points=2), runs).returncode == 0
-    earlier = load_trials("first", sqlite_url(runs, "first"))
+    earlier = study_trials(runs, "first")
     inside = [t for t in earlier if t.params["r"] == 8]
 
     later = write_study(tmp_path, "later", 1, max_steps=4, eval_points=2, enqueue=[{"learning_rate": 3e-3, "r": 8}])
@@ -21,14 +21,14 @@ def test_a_warm_start_copies_the_earlier_trials_inside_the_space_and_trains_n_tr
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"warm start: {len(inside)} of 2 finished trials of first copied in" in done.stdout
 
-    trials = load_trials("later", sqlite_url(runs, "later"))
+    trials = study_trials(runs, "later")
     copies = [t for t in trials if "warm_start_from" in t.user_attrs]
     own = [t for t in trials if "warm_start_from" not in t.user_attrs]
     assert sorted(t.value for t in copies) == sorted(t.value for t in inside)
     assert [t.state for t in own] == [TrialState.COMPLETE] and own[0].params["learning_rate"] == 3e-3
     again = run_sweep(later, runs)  # resumed: the copies are not counted, nothing more to do, nothing copied twice
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    assert len(load_trials("later", sqlite_url(runs, "later"))) == len(trials)
+    assert len(study_trials(runs, "later")) == len(trials)
 
 
 def test_a_warm_start_from_a_study_that_does_not_exist_is_one_line(tmp_path):

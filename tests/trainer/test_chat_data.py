@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import TINY_MODEL
+from tests.sweep.live_study import TINY_MODEL
 from trainer.chat_data import IGNORE, LLAMA3_TEMPLATE, TemplateError, encode_rows, set_chat_template
 
 CHAT = {"messages": [

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY_MODEL
+from tests.sweep.live_study import ROOT, TINY_MODEL
 
 TENSOR_NAMES = {  # Hugging Face Llama name -> GGUF name ("{i}": the layer)
     "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",

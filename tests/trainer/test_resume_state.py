@@ -12,6 +12,7 @@ from trainer.checkpoints import claim, drop, resume_point
 from trainer.process_guard import FolderBusy, hold_trial_folder
 from trainer.run_trial import mean_train_loss
 from trainer.spec import TrialSpec
+from trainer.trial_folder import CHECKPOINT_DIR
 
 
 def spec_for(folder, study_uid="uid-1", **training) -> TrialSpec:
@@ -24,7 +25,7 @@ def spec_for(folder, study_uid="uid-1", **training) -> TrialSpec:
 
 
 def checkpoint(folder, step: int, complete: bool = True) -> None:
-    path = folder / "checkpoints" / f"checkpoint-{step}"
+    path = folder / CHECKPOINT_DIR / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if complete:  # else: killed before the Trainer wrote its state, the last file it writes
         (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
@@ -36,8 +37,8 @@ def test_a_checkpoint_left_half_written_is_skipped_and_removed(tmp_path):
     checkpoint(tmp_path, 10)
     checkpoint(tmp_path, 12, complete=False)
     point = resume_point(spec_for(tmp_path))
-    assert (point.path, point.step, point.note) == (str(tmp_path / "checkpoints" / "checkpoint-10"), 10, None)
-    assert not (tmp_path / "checkpoints" / "checkpoint-12").exists()
+    assert (point.path, point.step, point.note) == (str(tmp_path / CHECKPOINT_DIR / "checkpoint-10"), 10, None)
+    assert not (tmp_path / CHECKPOINT_DIR / "checkpoint-12").exists()
 
 
 @pytest.mark.parametrize("other, why", [
@@ -50,7 +51,7 @@ def test_a_checkpoint_of_another_trial_is_removed_not_resumed(tmp_path, other, w
     checkpoint(tmp_path, 4)
     point = resume_point(other(tmp_path))
     assert (point.path, point.step) == (None, 0) and why in point.note
-    assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
 
 
 def test_a_checkpoint_without_owner_is_not_resumed(tmp_path):
@@ -70,9 +71,9 @@ def test_finished_trials_drop_their_checkpoints_unless_kept(tmp_path):
     claim(spec_for(tmp_path))
     checkpoint(tmp_path, 6)
     drop(spec_for(tmp_path).model_copy(update={"keep_checkpoints": True}))
-    assert (tmp_path / "checkpoints" / "checkpoint-6").exists()
+    assert (tmp_path / CHECKPOINT_DIR / "checkpoint-6").exists()
     drop(spec_for(tmp_path))
-    assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
 
 
 def test_train_loss_covers_the_steps_before_a_resume():

@@ -128,7 +128,7 @@ def test_a_sharegpt_speaker_that_is_not_known_is_named():
 def test_sharegpt_rows_encode_to_the_tokens_of_the_same_chat_rows():
     from transformers import AutoTokenizer
 
-    from tests.conftest import TINY_MODEL
+    from tests.sweep.live_study import TINY_MODEL
     from trainer.chat_data import encode_rows, set_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)

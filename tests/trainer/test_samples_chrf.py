@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_DATA, ROOT, STUDIES, TINY_MODEL
+from tests.sweep.live_study import DEMO_DATA, ROOT, STUDIES, TINY_MODEL
 from trainer.samples import chrf, generate_samples
 from trainer.spec import TrialSpec
 

@@ -4,35 +4,27 @@ exactly as it would in a fresh process: same eval losses, same adapter weights."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.sweep.live_study import TINY_MODEL, demo_data_slice, events, run_module, run_trainer
 from trainer.spec import TrialSpec
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO_DATA = ROOT / "studies" / "data" / "demo"
+from trainer.trial_folder import ADAPTER_DIR, SPEC_FILE
 
 
 def spec(folder: Path, number: int, r: int, alpha: float, rslora: bool, *, max_seq_length: int = 128,
          bias: str = "none") -> Path:
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for split, rows in (("train", 48), ("eval", 16)):
-        lines = (DEMO_DATA / f"{split}.jsonl").read_text().splitlines()[:rows]
-        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    train, evaluation = demo_data_slice(folder, 48, 16)
     out = folder / f"trial-{number}"
     out.mkdir(parents=True, exist_ok=True)
     trial = TrialSpec.model_validate({
         "study": "warm", "trial_number": number, "output_dir": str(out),
-        "model": {"name_or_path": str(ROOT / "studies" / "models" / "tiny-llama"), "max_seq_length": max_seq_length,
+        "model": {"name_or_path": str(TINY_MODEL), "max_seq_length": max_seq_length,
                   "load_in_4bit": False, "chat_template": "llama-3", "dtype": "float32"},
-        "data": {"train": str(data / "train.jsonl"), "eval": str(data / "eval.jsonl")},
+        "data": {"train": str(train), "eval": str(evaluation)},
         "lora": {"r": r, "lora_alpha": alpha, "use_rslora": rslora, "bias": bias},
         "training": {"learning_rate": 2e-2, "num_train_epochs": 1, "max_steps": 4, "per_device_train_batch_size": 8,
                      "per_device_eval_batch_size": 16, "warmup_steps": 1, "optim": "adamw_torch",
@@ -40,28 +32,19 @@ def spec(folder: Path, number: int, r: int, alpha: float, rslora: bool, *, max_s
         "samples": {"count": 1, "max_new_tokens": 4},
         "backend": "transformers",
     })
-    path = out / "spec.json"
+    path = out / SPEC_FILE
     trial.write(path)
     return path
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-
-
-def events(spec_path: Path) -> list[dict]:
-    return [json.loads(line) for line in (spec_path.parent / "events.jsonl").read_text().splitlines()]
-
-
 def run_in_worker(specs: list[Path], folder: Path) -> None:
     requests = "".join(json.dumps({"spec": str(s), "env": {}}) + "\n" for s in specs)
-    done = subprocess.run([sys.executable, "-m", "trainer.worker", "--folder", str(folder)], input=requests,
-                          text=True, capture_output=True, env=env(), timeout=600, cwd=ROOT)
+    done = run_module("trainer.worker", "--folder", str(folder), input=requests, CUDA_VISIBLE_DEVICES="")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def outcome(spec_path: Path) -> tuple[str, list[float], float]:
-    found = events(spec_path)
+    found = events(spec_path.parent)
     setup = next(e for e in found if e["event"] == "setup")
     base = next(n for n in setup["notes"] if n.startswith("base="))
     result = found[-1]
@@ -70,7 +53,7 @@ def outcome(spec_path: Path) -> tuple[str, list[float], float]:
 
 
 def adapter_weights(spec_path: Path) -> dict[str, torch.Tensor]:
-    return load_file(spec_path.parent / "adapter" / "adapter_model.safetensors")
+    return load_file(spec_path.parent / ADAPTER_DIR / "adapter_model.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +73,7 @@ def test_later_trials_reuse_the_loaded_base(worker_run):
 def test_a_trial_on_the_kept_base_equals_one_in_a_fresh_process(worker_run):
     folder, specs = worker_run
     fresh = spec(folder / "fresh", 1, 4, 32, True)
-    done = subprocess.run([sys.executable, "-m", "trainer", str(fresh)], capture_output=True, text=True, env=env(),
-                          timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_trainer(fresh, CUDA_VISIBLE_DEVICES="")
     base, fresh_evals, fresh_train = outcome(fresh)
     assert base == "base=loaded"
     _, kept_evals, kept_train = outcome(specs[1])

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from trainer.callbacks_contract import STOP_FILE
 from trainer.events import Evaluation, EventWriter, Phase, Progress
 from trainer.group.batches import MicroBatch, TrainOrder
 from trainer.spec import TrialSpec
+from trainer.trial_folder import STOP_FILE
 
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
 STEADY_AFTER = 2  # steps left out of the throughput figure (allocator and kernel warm-up), as EventCallback

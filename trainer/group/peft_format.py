@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from trainer.spec import TrialSpec
+from trainer.trial_folder import ADAPTER_SPEC_FILE, ADAPTER_WEIGHTS_FILES
 
-WEIGHTS_FILE = "adapter_model.safetensors"
+WEIGHTS_FILE = ADAPTER_WEIGHTS_FILES[0]  # safetensors, as PEFT writes by default
 
 
 def peft_state_dict(weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -48,7 +49,7 @@ def save_group_adapter(spec: TrialSpec, weights: dict, tokenizer, base_name: str
     shutil.rmtree(partial, ignore_errors=True)
     write_adapter(spec, weights, base_name, partial)
     tokenizer.save_pretrained(str(partial))
-    spec.write(partial / "trial_spec.json")
+    spec.write(partial / ADAPTER_SPEC_FILE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final.resolve()

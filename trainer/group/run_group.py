@@ -21,13 +21,14 @@ from pathlib import Path
 
 import trainer.run_trial as single
 from trainer import checkpoints
-from trainer.events import EVENTS_FILE, EventWriter, Phase, Result, Setup, Started
+from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
 from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
 from trainer.group.member import log_progress
-from trainer.rows import load_data
-from trainer.samples import chrf
+from trainer.samples import chrf, generate_samples
 from trainer.spec import TrialSpec
+from trainer.trial_data import encode, load_rows
+from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
 
@@ -133,7 +134,8 @@ class GroupRun:
             self.live[member] = folder
 
     def _member(self, folder: TrialFolder):
-        from trainer.faults import ENV, parse_faults
+        from trainer.env_contract import FAULT_ENV
+        from trainer.faults import parse_faults
 
         spec, phase, pad = folder.spec, time.time(), self.tokenizer.pad_token_id
         folder.events.emit(Phase(name="model", seconds=self.loaded))
@@ -144,7 +146,7 @@ class GroupRun:
         order = TrainOrder(train, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
                            t.max_steps, t.seed, pad)
         phase = _phase(folder, "data", phase)
-        faults = [f for f in parse_faults(os.environ.get(ENV, "")) if f.trial in (None, spec.trial_number)]
+        faults = [f for f in parse_faults(os.environ.get(FAULT_ENV, "")) if f.trial in (None, spec.trial_number)]
         member = self.trainer.add(spec, order, eval_batches(evaluation, t.per_device_eval_batch_size, pad),
                                   folder.events, folder.started, faults)
         _phase(folder, "lora", phase)
@@ -164,8 +166,8 @@ class GroupRun:
         """Train and eval items, eval rows and format of the spec's data, encoded once per data section."""
         key = spec.data.model_dump_json()
         if key not in self.data:
-            train_rows, eval_rows, fmt = load_data(spec.data)
-            train, evaluation = single.encode(spec, self.tokenizer, train_rows, eval_rows, fmt)
+            train_rows, eval_rows, fmt = load_rows(spec)
+            train, evaluation = encode(spec, self.tokenizer, train_rows, eval_rows, fmt)
             self.data[key] = (train.to_list(), evaluation.to_list(), eval_rows, fmt)
         return self.data[key]
 
@@ -225,10 +227,10 @@ class GroupRun:
             if not member.evals or member.evals[-1][0] != member.step:
                 member.record_eval(self.trainer.evaluate([member])[0])
             adapter = save_group_adapter(spec, self.trainer.adapter_weights(member), self.tokenizer,
-                                         self.trainer.model.name_or_path, spec.out / single.ADAPTER_DIR)
+                                         self.trainer.model.name_or_path, spec.out / ADAPTER_DIR)
             _, _, eval_rows, fmt = self._encoded(spec)
             with self.trainer.routing.only(member.slot):
-                samples = single.generate_samples(spec, self.trainer.model, self.tokenizer, eval_rows, fmt, "transformers")
+                samples = generate_samples(spec, self.trainer.model, self.tokenizer, eval_rows, fmt, "transformers")
             result = self._result(member, "ok", eval_loss=member.evals[-1][1], adapter_path=str(adapter),
                                   samples=samples, chrf=chrf(samples))
         except Exception as error:

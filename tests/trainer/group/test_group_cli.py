@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
-from tests.conftest import DEMO_DATA, ROOT
+from tests.sweep.live_study import DEMO_DATA, run_module
 from trainer.spec import TrialSpec
 
 
 def group_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer.group", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return run_module("trainer.group", *args, timeout=300)
 
 
 def test_a_spec_that_is_not_valid_is_one_line_and_exit_2(tmp_path):

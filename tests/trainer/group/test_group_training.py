@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import DEMO_DATA, ROOT, TINY_MODEL
-from trainer.callbacks_contract import STOP_FILE
+from tests.sweep.live_study import DEMO_DATA, ROOT, TINY_MODEL
 from trainer.group.run_group import run_group
 from trainer.spec import TrialSpec
+from trainer.trial_folder import STOP_FILE
 
 # r, alpha, rsLoRA, learning rate, epochs, and what else differs
 TRIALS = {
@@ -113,15 +113,14 @@ def test_the_saved_adapter_loads_in_peft_and_gives_the_reported_eval_loss(data, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer.group.batches import eval_batches
-    from trainer.rows import load_data
-    from trainer.run_trial import encode
+    from trainer.trial_data import encode, load_rows
 
     folder = alone / "1"
     base = AutoModelForCausalLM.from_pretrained(TINY_MODEL, attn_implementation="eager")
     model = PeftModel.from_pretrained(base, str(folder / "adapter")).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "adapter")
     spec = TrialSpec.read(folder / "adapter" / "trial_spec.json")
-    _, evaluation = encode(spec, tokenizer, *load_data(spec.data))
+    _, evaluation = encode(spec, tokenizer, *load_rows(spec))
     total = rows = 0
     with torch.no_grad():
         for ids, mask, labels in eval_batches(evaluation.to_list(), 8, tokenizer.pad_token_id):

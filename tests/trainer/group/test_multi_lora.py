@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import TINY_MODEL
+from tests.sweep.live_study import TINY_MODEL
 from trainer.group.multi_lora import Routing, Segment, attach_multi_lora, lora_scaling, peft_init
 
 ATTN = "eager"
