@@ -98,7 +98,7 @@ def write_study(name_or_path: str, out: Path, tag: str, n_trials: int) -> Path:
     """The study resolved (absolute paths), renamed for the run (``tag``) and set to ``n_trials``."""
     import yaml
 
-    from sweep.study_file import load_study
+    from sweep.schema.study_file import load_study
 
     study = load_study(name_or_path)
     config = study.config.model_copy(deep=True)

@@ -11,7 +11,7 @@
    sampler, no pruning, one trainer per configuration. Rerunning resumes.
 3. Reads every complete trial back (Optuna's storage for the parameters, the trial's own
    ``events.jsonl`` for the eval loss and the time at each eval point) and writes one JSON object per
-   configuration to ``bench/data/tiny_grid.jsonl`` (see :mod:`sweep.replay` for the fields).
+   configuration to ``bench/data/tiny_grid.jsonl`` (see :mod:`bench.replay` for the fields).
 
 The trainers run with ``OMP_NUM_THREADS=1``: on a shared machine two-thread torch processes spin
 against each other and a tiny trial's time swings tenfold; one thread each keeps times comparable.
@@ -109,9 +109,9 @@ def export(grid: str, runs_dir: Path, out: Path) -> tuple[int, int]:
     """Write the table; returns (rows written, grid size)."""
     import optuna
 
-    from sweep.samplers import grid_size
-    from sweep.storage import default_storage_url
-    from sweep.study_file import load_study
+    from sweep.schema.samplers import grid_size
+    from sweep.schema.study_file import load_study
+    from sweep.study.storage import default_storage_url
 
     study = load_study(str(study_file(grid)), resolve_paths=False)
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -5,8 +5,8 @@
     nice python bench/sampler_pruner_bench.py --charge train         # training seconds only
     nice python bench/sampler_pruner_bench.py --lr-range             # learning rate as a log range
 
-Every study runs through :func:`sweep.replay.replay_study`: the study file's sampler and pruner
-builders, the real :class:`~sweep.search_space.SearchSpace` and the objective's own reporting and
+Every study runs through :func:`bench.replay.replay_study`: the study file's sampler and pruner
+builders, the real :class:`~sweep.schema.search_space.SearchSpace` and the objective's own reporting and
 pruning code, with each trial answered from ``bench/data/tiny_grid.jsonl`` (recorded by
 ``bench/record_grid.py``) and charged the recorded seconds up to where it stopped. Samplers and
 pruners take their study-file defaults; only the seed changes.
@@ -22,7 +22,7 @@ Per sampler x pruner, over the seeds:
   / grid best, median over seeds.
 * **trials to 1 %**: trials (repeats included) until then, median.
 * **repeats**: share of trials that proposed an already completed configuration, answered from it
-  at no cost (:mod:`sweep.repeats`).
+  at no cost (:mod:`sweep.run.repeats`).
 * **pruned**: share of the trained trials pruned; **top 10 % pruned**: share of the trials of winning
   configurations (final eval loss among the best tenth of the grid) that were pruned. A pruner
   that spares the winners prunes them less often than trials in general.
@@ -51,10 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import ValidationError  # noqa: E402
 
-from sweep.pruners import USED_BY, PrunerConfig  # noqa: E402
-from sweep.replay import CurveTable, config_key, replay_study  # noqa: E402
-from sweep.samplers import SamplerConfig  # noqa: E402
-from sweep.study_file import SearchConfig  # noqa: E402
+from bench.replay import CurveTable, config_key, replay_study  # noqa: E402
+from sweep.schema.pruners import USED_BY, PrunerConfig  # noqa: E402
+from sweep.schema.samplers import SamplerConfig  # noqa: E402
+from sweep.schema.study_file import SearchConfig  # noqa: E402
 
 SAMPLERS = ["tpe", "random", "grid", "gp", "cmaes", "qmc"]
 PRUNERS = ["none", "median", "percentile", "successive_halving", "hyperband", "patient"]

@@ -10,7 +10,7 @@ Installed, the same command is ``lora-sweep``. Examples::
     python -m sweep export --study demo --to out/ # the best adapter with a model card (--merge: merged too)
 
 User mistakes print one line each (``error: ...``) and exit 2; ``-v`` shows the traceback. Ctrl-C or
-SIGTERM exits 130 (a running study first stops its trainers; see ``sweep.stop_signals``).
+SIGTERM exits 130 (a running study first stops its trainers; see ``sweep.run.stop_signals``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import re
 import sys
 from pathlib import Path
 
-from sweep import __version__, stop_signals
+from sweep import __version__
 from sweep.commands import best, dashboard, export, report, run, status
 from sweep.errors import UserError
+from sweep.run import stop_signals
 
 COMMANDS = (run, status, best, dashboard, report, export)
 VERBOSE_HELP = "show tracebacks of errors"

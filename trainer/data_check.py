@@ -6,7 +6,7 @@ to learn from.
 
 A problem is a :class:`~trainer.rows.RowError` whose ``key`` is the study file's key (``data.train``,
 ``data.eval``, ``data.eval_fraction`` or ``data.train_on_responses_only``) and whose message names
-the file and the line: ``sweep.preflight`` says ``STUDY: KEY: MESSAGE``, the trainer records
+the file and the line: ``sweep.checks.preflight`` says ``STUDY: KEY: MESSAGE``, the trainer records
 ``KEY: MESSAGE`` as its trial's ``bad_input`` reason. Plain Python, so the orchestrator calls it
 without the training stack. The rows of folders saved with ``datasets`` are read only where a
 ``read_folder`` is given (the trainer's, :func:`trainer.trial_data.read_folder`); without one a

@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-# the defaults of a study's execution.worker_max_trials and execution.worker_max_leak_mb too (sweep.study_file)
+# the defaults of a study's execution.worker_max_trials and execution.worker_max_leak_mb too (sweep.schema.study_file)
 MAX_TRIALS = 8
 MAX_LEAK_MB = 4096.0
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 from sweep.errors import UserError
-from sweep.study_runs import add_study_arguments, open_existing
-from sweep.trial_attrs import ADAPTER_PATH, LORA_ALPHA, USE_RSLORA
-from sweep.trial_table import trial_record
+from sweep.results.trial_table import trial_record
+from sweep.study.locate import add_study_arguments, open_existing
+from sweep.study.trial_attrs import ADAPTER_PATH, LORA_ALPHA, USE_RSLORA
 
 
 def add_parser(subparsers) -> None:
@@ -30,7 +30,7 @@ def best_trial(optuna_study, study_name: str):
 
 
 def main(args) -> int:
-    from sweep.export_adapter import trial_adapter
+    from sweep.results.export_adapter import trial_adapter
 
     study, optuna_study = open_existing(args)
     trial = best_trial(optuna_study, study.name)

@@ -16,7 +16,7 @@ Examples::
 from __future__ import annotations
 
 from sweep.errors import UserError
-from sweep.study_runs import add_study_arguments
+from sweep.study.locate import add_study_arguments
 
 
 def add_parser(subparsers) -> None:
@@ -37,6 +37,6 @@ def parse_port(text: str) -> int:
 
 def main(args) -> int:
     port = parse_port(args.port)
-    from sweep.dashboard_server import serve_dashboard  # optuna-dashboard: only once the command runs
+    from sweep.results.dashboard_server import serve_dashboard  # optuna-dashboard: only once the command runs
 
     return serve_dashboard(args, args.host, port)

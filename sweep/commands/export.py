@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweep.errors import UserError
-from sweep.study_runs import add_study_arguments, open_existing
+from sweep.study.locate import add_study_arguments, open_existing
 from trainer.spec import DTYPES
 
 
@@ -47,7 +47,13 @@ def parse_trial(text: str | None) -> int | None:
 
 
 def main(args) -> int:
-    from sweep.export_adapter import check_destination, choose_trial, complete_count, export_trial, trial_adapter
+    from sweep.results.export_adapter import (
+        check_destination,
+        choose_trial,
+        complete_count,
+        export_trial,
+        trial_adapter,
+    )
 
     number = parse_trial(args.trial)
     if args.merge_dtype not in DTYPES:

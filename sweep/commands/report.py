@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweep.errors import UserError
-from sweep.study_runs import add_study_arguments, open_existing
+from sweep.study.locate import add_study_arguments, open_existing
 
 
 def add_parser(subparsers) -> None:
@@ -29,8 +29,8 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    from sweep.report import write_report
-    from sweep.storage import study_dir
+    from sweep.results.report import write_report
+    from sweep.study.storage import study_dir
 
     study, optuna_study = open_existing(args)
     out = args.out if args.out is not None else study_dir(args.runs_dir, study.name) / "report"

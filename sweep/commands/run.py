@@ -4,7 +4,7 @@ Running the same command again resumes: finished trials count towards ``n_trials
 RUNNING by a killed orchestrator are failed as stale once their heartbeat is older than
 ``execution.stale_after_seconds`` and retried, and trials interrupted by Ctrl-C are retried; a retry
 resumes from the trial's last checkpoint. An edited study file is compared with the one the study
-recorded: see sweep.study_versions. Several workers (processes, hosts) may run the same
+recorded: see sweep.study.study_versions. Several workers (processes, hosts) may run the same
 study at once through one storage; see docs/parallel.md.
 
 ``--n-trials N`` replaces ``search.n_trials`` for this run and is a total too, so the same command
@@ -15,7 +15,7 @@ finished now.
 from __future__ import annotations
 
 from sweep.errors import UserError
-from sweep.study_runs import add_study_arguments
+from sweep.study.locate import add_study_arguments
 
 
 def add_parser(subparsers) -> None:
@@ -47,6 +47,6 @@ def parse_n_trials(text: str | None) -> tuple[int, bool] | None:
 
 def main(args) -> int:
     args.n_trials = parse_n_trials(args.n_trials)
-    from sweep.run_study import run_study  # optuna and friends: only once a command runs
+    from sweep.run.runner import run_study  # optuna and friends: only once a command runs
 
     return run_study(args)

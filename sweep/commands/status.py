@@ -6,9 +6,9 @@ import json
 
 from rich.console import Console
 
-from sweep.base_model import base_line
-from sweep.study_runs import add_study_arguments, open_existing
-from sweep.trial_table import trial_record, trials_table
+from sweep.results.trial_table import trial_record, trials_table
+from sweep.run.base_model import base_line
+from sweep.study.locate import add_study_arguments, open_existing
 
 
 def add_parser(subparsers) -> None:

@@ -25,7 +25,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
-from sweep.study_file import load_study
+from sweep.schema.study_file import load_study
 from trainer.env_contract import FAULT_ENV
 from trainer.events import read_all
 from trainer.trial_folder import CHECKPOINT_DIR, EVENTS_FILE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from optuna.trial import TrialState
 
-from sweep.time_budget import used_seconds
+from sweep.study.time_budget import used_seconds
 from tests.sweep.live_study import run_sweep, study_trials, write_study
 
 

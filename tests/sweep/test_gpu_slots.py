@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from sweep.gpu_slots import PoolStopped, SlotPool
-from sweep.gpus import plan_capacity
-from sweep.memory_estimate import estimate_trial_gib
-from sweep.study_file import load_study
-from sweep.trainer_process import trial_env
+from sweep.launch.gpu_slots import PoolStopped, SlotPool
+from sweep.launch.gpus import plan_capacity
+from sweep.launch.memory_estimate import estimate_trial_gib
+from sweep.launch.trainer_process import trial_env
+from sweep.schema.study_file import load_study
 from tests.sweep.live_study import fake_nvidia_smi, write_study
 
 LLAMA_31_8B = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 32,
@@ -109,7 +109,7 @@ def test_each_trainer_gets_caches_of_its_own(tmp_path):
 
 
 def test_trainers_running_at_once_share_the_cpus_unless_the_user_chose():
-    from sweep.trainer_process import cpu_threads_env
+    from sweep.launch.trainer_process import cpu_threads_env
 
     assert cpu_threads_env(4, environ={}, cpus=16) == {"OMP_NUM_THREADS": "4"}
     assert cpu_threads_env(8, environ={}, cpus=6) == {"OMP_NUM_THREADS": "1"}

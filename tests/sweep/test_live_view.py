@@ -8,7 +8,7 @@ import signal
 
 from rich.console import Console
 
-from sweep.progress import ProgressView, clock
+from sweep.run.progress import ProgressView, clock
 from tests.sweep.live_study import checkpoint_saved, start_sweep, wait_for, write_study
 
 

@@ -9,7 +9,7 @@ import optuna
 import yaml
 from huggingface_hub.file_download import repo_folder_name
 
-from sweep.model_card import adapter_card, base_model
+from sweep.results.model_card import adapter_card, base_model
 from tests.sweep.live_study import ROOT
 from trainer.spec import TrialSpec
 

@@ -1,4 +1,4 @@
-"""What the sweep relies on in Optuna's private API (``sweep.optuna_internals``), pinned on a real SQLite
+"""What the sweep relies on in Optuna's private API (``sweep.study.optuna_internals``), pinned on a real SQLite
 storage opened as ``sweep run`` opens it: with an Optuna upgrade that changes any of it, these fail first."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from sweep.optuna_internals import (
+from sweep.study.optuna_internals import (
     contains,
     enqueued_params,
     heartbeat_tables,
@@ -25,7 +25,7 @@ from sweep.optuna_internals import (
     system_attrs,
     trial_id,
 )
-from sweep.storage import open_study
+from sweep.study.storage import open_study
 
 GRACE = 1
 
@@ -91,7 +91,7 @@ def test_optunas_stale_check_misses_a_trial_that_never_beat(study):
     alive = study.ask()
     storage_of(study).record_heartbeat(trial_id(alive))
     assert stale_trial_ids(study) == [trial_id(silent)]
-    assert trial_id(never_beat) not in stale_trial_ids(study)  # sweep.retries finds it with its own query
+    assert trial_id(never_beat) not in stale_trial_ids(study)  # sweep.study.retries finds it with its own query
 
 
 def test_a_finished_trial_refuses_further_updates(study):

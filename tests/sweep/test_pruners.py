@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sweep.pruners import PRUNERS, PrunerConfig, build_pruner
-from sweep.study_file import load_study
+from sweep.schema.pruners import PRUNERS, PrunerConfig, build_pruner
+from sweep.schema.study_file import load_study
 from tests.sweep.live_study import MINIMAL_STUDY, study_errors, write_study_text
 
 OPTUNA_CLASS = {

@@ -10,11 +10,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from rich.console import Console
 
-from sweep.gpu_slots import SlotPool
-from sweep.objective import Objective
-from sweep.progress import ProgressView
-from sweep.study_file import load_study
-from sweep.study_versions import Identity
+from sweep.launch.gpu_slots import SlotPool
+from sweep.run.objective import Objective
+from sweep.run.progress import ProgressView
+from sweep.schema.study_file import load_study
+from sweep.study.study_versions import Identity
 from tests.sweep.live_study import MINIMAL_STUDY, write_study_text
 
 SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "r": CategoricalDistribution([4, 8])}

@@ -8,10 +8,10 @@ import time
 
 from optuna.trial import TrialState
 
-from sweep.optuna_internals import enqueued_params, storage_of, trial_id
-from sweep.retries import fail_stale_trials, requeue
-from sweep.storage import open_study
-from sweep.trial_attrs import RETRIES, RETRY_OF
+from sweep.study.optuna_internals import enqueued_params, storage_of, trial_id
+from sweep.study.retries import fail_stale_trials, requeue
+from sweep.study.storage import open_study
+from sweep.study.trial_attrs import RETRIES, RETRY_OF
 
 GRACE = 1
 

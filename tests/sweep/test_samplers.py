@@ -12,8 +12,8 @@ import warnings
 import optuna
 import pytest
 
-from sweep.samplers import SamplerConfig, build_sampler, grid_of
-from sweep.study_file import load_study
+from sweep.schema.samplers import SamplerConfig, build_sampler, grid_of
+from sweep.schema.study_file import load_study
 from tests.sweep.live_study import MINIMAL_STUDY, STUDIES, study_errors, write_study_text
 
 MODEL_BASED = ["tpe", "random", "gp", "cmaes", "qmc"]

@@ -17,7 +17,7 @@ from tests.sweep.live_study import ROOT, sweep_env
 # parent sends the second signal when the child says where it is.
 PROGRAM = textwrap.dedent("""
     import os, sys, threading, time
-    from sweep import stop_signals
+    from sweep.run import stop_signals
 
     class SlowTeardown:  # freed with the module, after Python has reset its signal handlers
         def __init__(self):

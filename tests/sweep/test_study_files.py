@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sweep.checks.model_source import hub_cache_dir
 from sweep.errors import UserError
-from sweep.model_source import hub_cache_dir
-from sweep.study_file import load_study
+from sweep.schema.study_file import load_study
 from tests.sweep.live_study import DEMO_DATA, MINIMAL_STUDY, STUDIES, TINY_MODEL, study_errors, write_study_text
 
 SHIPPED = sorted(STUDIES.glob("*.yaml"))

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from sweep.checks.token_check import check_rows_fit
 from sweep.errors import UserError
-from sweep.study_file import load_study
-from sweep.token_check import check_rows_fit
+from sweep.schema.study_file import load_study
 from tests.sweep.live_study import write_study
 from trainer.row_lengths import LengthReport
 

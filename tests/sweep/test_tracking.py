@@ -28,7 +28,7 @@ def tracked_study(folder: Path, name: str, report_to) -> Path:
 def test_tracker_names_are_the_ones_transformers_knows():
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    from sweep.trackers import PACKAGES
+    from sweep.checks.trackers import PACKAGES
 
     assert set(TRACKERS) == set(INTEGRATION_TO_CALLBACK)
     assert set(PACKAGES) | {"kubeflow"} == set(TRACKERS)

@@ -7,8 +7,8 @@ import json
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
-from sweep.optuna_internals import storage_of
-from sweep.trial_artifacts import write_samples
+from sweep.results.trial_artifacts import write_samples
+from sweep.study.optuna_internals import storage_of
 from trainer.spec import TrialSpec
 from trainer.trial_folder import SAMPLES_FILE
 

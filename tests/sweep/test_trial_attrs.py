@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweep import trial_attrs
+from sweep.study import trial_attrs
 from trainer.events import Result, Setup
 
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from datasets import Dataset
 
+from sweep.checks.preflight import check_data as preflight
 from sweep.errors import UserError
-from sweep.preflight import check_data as preflight
-from sweep.study_file import load_study
+from sweep.schema.study_file import load_study
 from tests.sweep.live_study import run_trainer, write_study
 from trainer.data_check import DataRows, check_data
 from trainer.rows import RowError

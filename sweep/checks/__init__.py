@@ -1,0 +1,1 @@
+"""Checks made before a study exists: data, model, runs folder, trackers, row lengths."""

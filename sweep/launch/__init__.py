@@ -1,0 +1,1 @@
+"""Starting trainers: cold processes, warm workers, GPU slots and capacity."""

@@ -1,0 +1,1 @@
+"""Reading a study: status table, dashboard, report, export, model card."""

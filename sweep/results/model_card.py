@@ -1,0 +1,124 @@
+"""Model cards (``README.md`` in the Hugging Face style) for an exported adapter and a merged model.
+
+The YAML front matter carries what the Hub reads (``base_model``, ``library_name``, ``tags``); the
+text says how the model was made: the study, the trial, its parameters and its eval loss, so an
+adapter found on disk months later can be traced to its configuration.
+
+``base_model`` is a hub id wherever one is known: the study's ``model.name_or_path`` when it names a
+hub model; for a local folder, the hub id of the Hugging Face cache snapshot it is
+(``.../models--ORG--NAME/snapshots/REVISION``) or else the ``_name_or_path`` its ``config.json``
+recorded when it was saved from a hub model. The local folder is named in the text; with no hub id
+to be found, ``base_model`` is the local path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from sweep.checks.model_source import HUB_ID
+from sweep.study import trial_attrs as attrs
+from trainer.spec import TrialSpec
+from trainer.trial_folder import ADAPTER_SPEC_FILE
+
+TAGS = ["lora", "peft", "sft", "trl", "transformers", "lora-sweep", "optuna"]
+
+
+def adapter_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int) -> str:
+    """The card of an exported LoRA adapter (loads with ``PeftModel.from_pretrained``)."""
+    usage = (
+        "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"base = AutoModelForCausalLM.from_pretrained({json.dumps(base_model(spec.model.name_or_path))})\n"
+        "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n"
+        "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")\n```\n"
+    )
+    return _card(spec, trial, study_name, best_number, n_complete, "peft", "LoRA adapter", usage)
+
+
+def merged_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int, dtype: str) -> str:
+    """The card of the base model with the adapter merged in (loads with ``AutoModelForCausalLM``)."""
+    usage = (
+        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        "model = AutoModelForCausalLM.from_pretrained(\"path/to/this/folder\")\n"
+        "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")\n```\n"
+        f"\nThe LoRA adapter is merged into the base weights (saved as {dtype}); no PEFT needed to load it.\n"
+    )
+    return _card(spec, trial, study_name, best_number, n_complete, "transformers", "merged model", usage,
+                 extra_tags=["merged"])
+
+
+def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int, library: str, kind: str,
+          usage: str, extra_tags: list[str] | None = None) -> str:
+    recorded = trial.user_attrs
+    backend = recorded.get(attrs.BACKEND) or spec.backend
+    tags = [*TAGS, *(extra_tags or []), *(["unsloth"] if backend == "unsloth" else [])]
+    base = base_model(spec.model.name_or_path)
+    front = yaml.safe_dump({"base_model": base, "library_name": library,
+                            "pipeline_tag": "text-generation", "tags": tags}, sort_keys=False)
+    rank = ("the best" if trial.number == best_number else f"one (the best is #{best_number})") + \
+        f" of {n_complete} complete trials"
+    eval_set = spec.data.eval or f"{spec.data.eval_fraction:g} of the training rows (split seed {spec.data.split_seed})"
+    return (
+        f"---\n{front}---\n\n"
+        f"# {study_name}, trial {trial.number}: {kind} of {base}\n\n"
+        f"Fine-tuned with LoRA by lora-sweep in the Optuna study `{study_name}`: "
+        f"trial #{trial.number}, {rank}.{_local_note(spec.model.name_or_path, base)}\n\n"
+        f"## Results\n\n| metric | value |\n| --- | --- |\n| eval loss | {trial.value:.4f} |\n"
+        + _row("train loss", recorded.get(attrs.TRAIN_LOSS)) + _row("training steps", recorded.get(attrs.STEPS))
+        + _row("training seconds", recorded.get(attrs.TRAIN_SECONDS)) + _row("backend", backend)
+        + f"\nEval set: `{eval_set}`.\n\n"
+        "## How it was made\n\n| setting | value |\n| --- | --- |\n"
+        + "".join(_row(name, value) for name, value in _settings(spec))
+        + f"\nTraining data: `{spec.data.train}` (row format: {spec.data.format}). The complete trial spec is in "
+        f"`{ADAPTER_SPEC_FILE}` beside this card.\n\n"
+        f"## Usage\n\n{usage}"
+    )
+
+
+def base_model(name_or_path: str) -> str:
+    """The hub id of the base model where one is known (see the module docstring), else its local path."""
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return name_or_path  # the study validated it: a hub id
+    for part in (folder, *folder.parents):
+        if part.parent.name == "snapshots" and part.parent.parent.name.startswith("models--"):
+            return part.parent.parent.name.removeprefix("models--").replace("--", "/", 1)
+    try:
+        recorded = json.loads((folder / "config.json").read_text()).get("_name_or_path", "")
+    except (OSError, ValueError):
+        recorded = ""
+    if isinstance(recorded, str) and HUB_ID.match(recorded) and not Path(recorded).expanduser().exists():
+        return recorded
+    return name_or_path
+
+
+def _local_note(name_or_path: str, base: str) -> str:
+    if not Path(name_or_path).expanduser().is_dir():
+        return ""
+    if base != name_or_path:
+        return f" The base model was loaded from the local folder `{name_or_path}`."
+    return (f" The base model is the local folder `{name_or_path}`; no hub id was found for it "
+            "(set `base_model` above to one before pushing this card to the Hugging Face Hub).")
+
+
+def _settings(spec: TrialSpec) -> list[tuple[str, object]]:
+    t, lora = spec.training, spec.lora
+    return [
+        ("learning_rate", t.learning_rate), ("num_train_epochs", t.num_train_epochs), ("max_steps", t.max_steps),
+        ("r", lora.r), ("lora_alpha", lora.lora_alpha), ("use_rslora", lora.use_rslora),
+        ("lora_dropout", lora.lora_dropout), ("target_modules", ", ".join(lora.target_modules)),
+        ("per_device_train_batch_size", t.per_device_train_batch_size),
+        ("gradient_accumulation_steps", t.gradient_accumulation_steps), ("optim", t.optim),
+        ("lr_scheduler_type", t.lr_scheduler_type), ("warmup", t.warmup_ratio or t.warmup_steps),
+        ("weight_decay", t.weight_decay), ("max_seq_length", spec.model.max_seq_length),
+        ("load_in_4bit", spec.model.load_in_4bit), ("seed", t.seed),
+    ]
+
+
+def _row(name: str, value) -> str:
+    if value is None:
+        return ""
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"| {name} | {shown} |\n"

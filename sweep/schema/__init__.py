@@ -1,0 +1,1 @@
+"""The study file and what it declares: schema, search space, sampler and pruner builders."""

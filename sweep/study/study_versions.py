@@ -1,0 +1,209 @@
+"""A study's identity and its versions: what keeps results right after a user edits the study file.
+
+Each Optuna study the sweep creates gets an id (``sweep:uid``, a UUID in its system attributes).
+Trial specs carry it, and a trainer resumes only checkpoints written under the same id
+(:mod:`trainer.checkpoints`), so a study recreated over an old runs folder never inherits old runs.
+
+The study also records its resolved study file (user attribute ``config``). A run with an edited file
+compares the two key by key and names each change:
+
+- changes that leave the finished trials meaningful go on: ``n_trials``, sampler, pruner, enqueue,
+  samples, execution limits, trackers (``training.report_to``, ``logging_steps``);
+- a changed search space (a wider range, an added choice...) cannot always go on in the same Optuna
+  study (its categorical distributions are fixed once used), so the sweep continues in a new
+  version of the study, ``NAME@v2``, that starts from a copy of the old version's finished trials
+  that lie inside the new space, re-expressed in the new distributions: nothing is trained again;
+- changes that make old trials incomparable (``model``, ``data``, ``lora``, ``training``,
+  ``execution.backend``) are refused in one line that names the keys and the way out.
+
+Versions are linked (``sweep:next_version`` on the older one); every command follows the link to the
+newest version, and the trials of version ``k >= 2`` live in ``trials/vK-NNNNN``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.errors import UserError
+from sweep.schema.search_space import SearchSpace
+from sweep.schema.study_file import Study
+from sweep.study.optuna_internals import contains, set_system_attr, storage_of, system_attrs
+from sweep.study.trial_attrs import CONFIG, COPIED_FROM, LORA_ALPHA, STUDY_FILE, USE_RSLORA
+
+UID = "sweep:uid"
+VERSION = "sweep:version"
+NEXT_VERSION = "sweep:next_version"
+RUNS_STARTED = "sweep:runs_started"  # how many runs (workers) have joined the study
+INCOMPARABLE = ("model.", "data.", "lora.", "training.", "execution.backend")
+REPORTING_ONLY = ("training.report_to", "training.logging_steps")  # change what is reported, not what is trained
+IGNORED = ("description",)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which study (version) a run works on: its id and version number."""
+
+    uid: str
+    version: int
+
+    @property
+    def trial_prefix(self) -> str:
+        """Prefix of the trial folders of this version: none for the first."""
+        return "" if self.version == 1 else f"v{self.version}-"
+
+
+def base_name(name: str) -> str:
+    return name.split("@v", 1)[0]
+
+
+def latest(storage, name: str) -> str:
+    """The newest version of the study ``name`` (``name`` itself if it was never re-versioned)."""
+    while True:
+        following = storage.get_study_system_attrs(storage.get_study_id_from_name(name)).get(NEXT_VERSION)
+        if following is None:
+            return name
+        name = following
+
+
+def version_uids(storage, name: str) -> set[str]:
+    """The ids of every version of the study ``name`` (from its first)."""
+    uids, current = set(), base_name(name)
+    while current is not None:
+        attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(current))
+        if UID in attrs:
+            uids.add(attrs[UID])
+        current = attrs.get(NEXT_VERSION)
+    return uids
+
+
+def identity(optuna_study: optuna.Study) -> Identity:
+    """The study's id, given to it now if it has none (a new study, or one made before ids)."""
+    attrs = system_attrs(optuna_study)
+    if UID not in attrs:
+        set_system_attr(optuna_study, UID, uuid.uuid4().hex)
+        attrs = system_attrs(optuna_study)
+    return Identity(uid=attrs[UID], version=attrs.get(VERSION, 1))
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: object
+    new: object
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.old!r} -> {self.new!r}"
+
+
+def changes(old: dict, new: dict, prefix: str = "") -> list[Change]:
+    """Every key (dotted path) whose value differs between two resolved study files."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b, path = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += changes(a, b, f"{path}.")
+        elif a != b and path not in IGNORED:
+            found.append(Change(path, a, b))
+    return found
+
+
+def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optuna.Study:
+    """Compare ``study`` with what the (newest version of the) study recorded; call inside the gate.
+
+    Returns the study to run: the same one, or a new version for a changed search space. Raises a
+    UserError for changes that would make finished trials incomparable, and for a study file of
+    another path and content that shares this study's name.
+    """
+    recorded, current = optuna_study.user_attrs.get(CONFIG), study.config.model_dump(mode="json")
+    if recorded is None:
+        return optuna_study
+    found = changes(recorded, current)
+    if not found:
+        return optuna_study
+    keys = ", ".join(c.key for c in found)
+    recorded_file = optuna_study.user_attrs.get(STUDY_FILE)
+    if recorded_file and recorded_file != str(study.path):
+        raise UserError(f"{study.path}: name: {study.name!r} is already the study of {recorded_file}, with other "
+                        f"settings ({keys}); give this file another name: or run that one")
+    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE) and not c.key.startswith(REPORTING_ONLY)]
+    if incomparable:
+        raise UserError(f"{study.path}: {'; '.join(map(str, incomparable))}: changed since the study's trials ran, "
+                        "which would make them incomparable with new ones; start over with `python -m sweep run "
+                        f"--study {study.name} --fresh` (moves the old runs aside) or give the study another name:")
+    for change in found:
+        say(f"study file changed since the last run: {change}")
+    if not any(c.key.startswith("search.params.") for c in found) or not optuna_study.get_trials(deepcopy=False):
+        return optuna_study
+    return _new_version(optuna_study, SearchSpace.model_validate(recorded["search"]["params"]),
+                        study.config.search.params, pruner, say)
+
+
+def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpace, pruner, say) -> optuna.Study:
+    attrs, storage = system_attrs(old), storage_of(old)
+    version = attrs.get(VERSION, 1) + 1
+    name = f"{base_name(old.study_name)}@v{version}"
+    new = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner,
+                              load_if_exists=True)
+    if new.get_trials(deepcopy=False):  # a run that died between creating and linking it: start it again
+        optuna.delete_study(study_name=name, storage=storage)
+        new = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner)
+    finished = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    copies = [c for c in (copy_into_space(t, old.study_name, old_space, new_space) for t in finished) if c is not None]
+    new.add_trials(copies)
+    set_system_attr(new, UID, uuid.uuid4().hex)
+    set_system_attr(new, VERSION, version)
+    set_system_attr(new, RUNS_STARTED, attrs.get(RUNS_STARTED, 0))
+    set_system_attr(old, NEXT_VERSION, name)  # last: the new version is complete before anyone follows the link
+    outside = len(finished) - len(copies)
+    say(f"search space changed: continuing in study {name} with {len(copies)} finished trials of {old.study_name} "
+        f"copied" + (f" ({outside} outside the new space stay in {old.study_name})" if outside else ""))
+    return new
+
+
+def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace,
+                    mark: str = COPIED_FROM) -> FrozenTrial | None:
+    """``trial`` re-expressed in the new space's distributions (user attr ``mark``: where it came from), or
+    None if its configuration lies outside the new space."""
+    values = {name: getattr(old_space, name).value for name in SearchSpace.model_fields}
+    values.update({k: v for k, v in trial.params.items() if k in values})
+    values.update({k: trial.user_attrs[k] for k in (LORA_ALPHA, USE_RSLORA) if k in trial.user_attrs})
+    try:
+        replay = _Replay(new_space.to_optuna_params(values))
+        new_space.sample(replay)
+    except (ValueError, KeyError):
+        return None
+    return FrozenTrial(
+        number=0, trial_id=0, state=trial.state, value=trial.value, values=None,
+        datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
+        params=replay.taken, distributions=replay.distributions,
+        user_attrs={**trial.user_attrs, mark: f"{old_name}#{trial.number}"},
+        system_attrs=trial.system_attrs, intermediate_values=trial.intermediate_values,
+    )
+
+
+class _Replay:
+    """Stands in for an Optuna trial: answers each suggestion with a known value, noting its distribution."""
+
+    def __init__(self, params: dict) -> None:
+        self.params, self.taken, self.distributions = params, {}, {}
+
+    def suggest_float(self, name, low, high, log=False):
+        return self._take(name, FloatDistribution(low, high, log=log))
+
+    def suggest_int(self, name, low, high, step=1):
+        return self._take(name, IntDistribution(low, high, step=step))
+
+    def suggest_categorical(self, name, choices):
+        return self._take(name, CategoricalDistribution(choices))
+
+    def _take(self, name, distribution):
+        value = self.params[name]
+        if not contains(distribution, value):
+            raise ValueError(f"{name}={value!r} is outside {distribution}")
+        self.taken[name], self.distributions[name] = value, distribution
+        return value

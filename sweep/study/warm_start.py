@@ -1,0 +1,76 @@
+"""Warm start: a new study begins with the finished trials of an earlier one, so its sampler starts informed.
+
+    search:
+      warm_start: {study: lr-rank}        # its newest version, in RUNS_DIR/lr-rank/study.db (or storage:)
+
+On the study's first run, every COMPLETE or PRUNED trial of the earlier study whose configuration lies
+inside this study's search space is copied in (Optuna's ``add_trials``), re-expressed in this space's
+distributions, with its eval history and user attributes and ``warm_start_from: "NAME#NUMBER"``. Nothing is
+trained again. The copies do not count towards ``n_trials``: the study still trains ``n_trials`` trials of
+its own. Where the two studies differ in model, data, LoRA or training settings the run says so: the
+copied losses then guide the sampler but were measured on another task.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.errors import UserError
+from sweep.schema.search_space import SearchSpace
+from sweep.schema.study_file import Study
+from sweep.study.storage import default_storage_url, open_study
+from sweep.study.study_versions import INCOMPARABLE, changes, copy_into_space, latest
+from sweep.study.trial_attrs import CONFIG, WARM_START_FROM, WARM_START_TRIALS
+
+
+def copied_count(optuna_study: optuna.Study) -> int:
+    """Trials that a warm start copied into ``optuna_study`` (they do not count towards ``n_trials``)."""
+    return sum(WARM_START_FROM in t.user_attrs for t in optuna_study.get_trials(deepcopy=False))
+
+
+def _source_url(study: Study, runs_dir, storage: str | None) -> str:
+    source = study.config.search.warm_start
+    return source.storage or storage or default_storage_url(runs_dir, source.study)
+
+
+def check_source(study: Study, runs_dir, storage: str | None) -> None:
+    """Before the study exists: the earlier study to warm-start from must exist (nothing is created)."""
+    from sweep.study.trial_folders import study_exists
+
+    source = study.config.search.warm_start
+    if source is not None and not study_exists(_source_url(study, runs_dir, storage), source.study):
+        raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: no such study in "
+                        f"{_source_url(study, runs_dir, storage)}; run it first or give its storage:")
+
+
+def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str | None, say=print) -> None:
+    """Copy the earlier study's trials into a study that has none yet; call inside the gate."""
+    source = study.config.search.warm_start
+    if source is None or WARM_START_TRIALS in optuna_study.user_attrs or optuna_study.get_trials(deepcopy=False):
+        return
+    url = _source_url(study, runs_dir, storage)
+    try:
+        earlier = open_study(url, source.study, create=False)
+    except UserError as e:
+        raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: {e}") from None
+    from sweep.study.optuna_internals import storage_of
+
+    name = latest(storage_of(earlier), source.study)
+    if name != source.study:
+        earlier = open_study(url, name, create=False)
+    recorded = earlier.user_attrs.get(CONFIG)
+    if recorded is None:
+        raise UserError(f"{study.path}: search.warm_start.study: {source.study!r} was not made by the sweep "
+                        "(it records no study file)")
+    old_space = SearchSpace.model_validate(recorded["search"]["params"])
+    finished = earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    copies = [c for c in (copy_into_space(t, name, old_space, study.config.search.params, WARM_START_FROM)
+                          for t in finished) if c is not None]
+    optuna_study.add_trials(copies)
+    optuna_study.set_user_attr(WARM_START_TRIALS, len(copies))
+    differ = [c.key for c in changes(recorded, study.config.model_dump(mode="json")) if c.key.startswith(INCOMPARABLE)]
+    say(f"warm start: {len(copies)} of {len(finished)} finished trials of {name} copied in (those inside this "
+        "space); they do not count towards n_trials"
+        + (f"; note that {', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''} differ, so their losses "
+           "were measured on another task" if differ else ""))
