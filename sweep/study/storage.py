@@ -51,22 +51,31 @@ def sqlite_path(url: str) -> Path | None:
 
 
 @contextmanager
+def database(url: str):
+    """A SQLAlchemy engine on ``url`` (no connection pool), checked by connecting; disposed afterwards.
+
+    A URL that cannot be opened (bad URL, refused connection, wrong password, missing driver) is a UserError.
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        engine.connect().close()
+    except Exception as e:
+        raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {_first_line(e)}") from e
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
 def _creation_lock(url: str):
     """Held while the storage's tables and the study are created (see the module docstring)."""
     if url.startswith("postgresql"):
-        import sqlalchemy
-        from sqlalchemy.pool import NullPool
-
-        try:
-            engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-            engine.connect().close()
-        except Exception as e:  # bad URL, refused connection, wrong password, missing driver
-            raise UserError(f"--storage {_redact(url)}: cannot open the study storage: {_first_line(e)}") from e
-        try:
-            with advisory_lock(engine, f"lora-sweep:create:{url.rsplit('/', 1)[-1]}"):
-                yield
-        finally:
-            engine.dispose()
+        with database(url) as engine, advisory_lock(engine, f"lora-sweep:create:{url.rsplit('/', 1)[-1]}"):
+            yield
         return
     path = sqlite_path(url)
     with file_lock(path.parent / ".create.lock" if path else

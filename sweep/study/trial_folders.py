@@ -51,7 +51,11 @@ def refuse_foreign(study_path: Path, name: str, folder: Path, foreign: list[Path
 
 
 def study_exists(url: str, name: str) -> bool:
-    """Whether the storage at ``url`` already holds the study ``name``, without creating anything."""
+    """Whether the storage at ``url`` already holds the study ``name``, without creating anything.
+
+    Optuna's storage would create its tables on opening: several workers starting on a new database at
+    once then race to create the same tables (outside the creation lock of :func:`sweep.study.storage.open_study`).
+    """
     path = sqlite_path(url)
     if path is not None:
         if not path.is_file() or path.stat().st_size == 0:
@@ -61,11 +65,15 @@ def study_exists(url: str, name: str) -> bool:
                 return db.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
         except sqlite3.Error:
             return False  # not a study database: opening it reports that
-    import optuna
+    import sqlalchemy as sa
 
-    from sweep.study.storage import rdb_storage
+    from sweep.study.storage import database
 
-    return name in optuna.get_all_study_names(rdb_storage(url))
+    with database(url) as engine, engine.connect() as connection:
+        if not sa.inspect(connection).has_table("studies"):
+            return False
+        query = sa.text("SELECT 1 FROM studies WHERE study_name = :name")
+        return connection.execute(query, {"name": name}).first() is not None
 
 
 def start_over(folder: Path, url: str, name: str, default_url: str) -> Path | None:
