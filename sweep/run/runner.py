@@ -37,7 +37,7 @@ from sweep.study.optuna_internals import storage_of
 from sweep.study.optuna_internals import study_id as study_id_of
 from sweep.study.storage import check_database_file, default_storage_url, open_study, study_dir
 from sweep.study.study_gate import StudyGate
-from sweep.study.study_versions import RUNS_STARTED, identity, latest, settle, version_uids
+from sweep.study.study_versions import RUNS_STARTED, identity, newest_version, settle, version_uids
 from sweep.study.time_budget import time_budget
 from sweep.study.trial_attrs import CONFIG, STUDY_FILE, TRIAL_DIR
 from sweep.study.trial_folders import foreign_folders, refuse_foreign, start_over, study_exists, trial_folders
@@ -75,9 +75,8 @@ def run_study(args) -> int:
     record_rows_check()
     gate = StudyGate(optuna_study, url, folder)
     with gate:
-        name = latest(storage_of(optuna_study), study.name)
-        if name != study.name:
-            optuna_study = open_study(url, name, pruner=pruner, create=False, heartbeat=heartbeat, label=label)
+        optuna_study = newest_version(optuna_study, lambda name: open_study(
+            url, name, pruner=pruner, create=False, heartbeat=heartbeat, label=label))
         optuna_study = settle(optuna_study, study, pruner)
         ident = identity(optuna_study)
         warm_start(optuna_study, study, args.runs_dir, args.storage)

@@ -24,14 +24,12 @@ def open_existing(args):
     database may have been copied to a machine without them). An edited search space made newer
     versions of the study (sweep.study.study_versions): the newest is the one returned.
     """
-    from sweep.study.optuna_internals import storage_of  # optuna: only once a command runs
-    from sweep.study.study_versions import latest
+    from sweep.study.study_versions import newest_version  # optuna: only once a command runs
 
     study = load_study(args.study, resolve_paths=False)
     url, label = storage_url(args, study), storage_name(args, study)
     optuna_study = open_study(url, study.name, create=False, label=label)
-    name = latest(storage_of(optuna_study), study.name)
-    return study, optuna_study if name == study.name else open_study(url, name, create=False, label=label)
+    return study, newest_version(optuna_study, lambda name: open_study(url, name, create=False, label=label))
 
 
 def add_study_arguments(parser) -> None:

@@ -70,6 +70,12 @@ def latest(storage, name: str) -> str:
         name = following
 
 
+def newest_version(optuna_study: optuna.Study, reopen) -> optuna.Study:
+    """The newest version of ``optuna_study``: itself, or ``reopen(name)`` of the version it leads to."""
+    name = latest(storage_of(optuna_study), optuna_study.study_name)
+    return optuna_study if name == optuna_study.study_name else reopen(name)
+
+
 def version_uids(storage, name: str) -> set[str]:
     """The ids of every version of the study ``name`` (from its first)."""
     uids, current = set(), base_name(name)

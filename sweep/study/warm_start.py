@@ -20,7 +20,7 @@ from sweep.errors import UserError
 from sweep.schema.search_space import SearchSpace
 from sweep.schema.study_file import Study
 from sweep.study.storage import default_storage_url, open_study
-from sweep.study.study_versions import INCOMPARABLE, changes, copy_into_space, latest
+from sweep.study.study_versions import INCOMPARABLE, changes, copy_into_space, newest_version
 from sweep.study.trial_attrs import CONFIG, WARM_START_FROM, WARM_START_TRIALS
 
 
@@ -39,9 +39,12 @@ def check_source(study: Study, runs_dir, storage: str | None) -> None:
     from sweep.study.trial_folders import study_exists
 
     source = study.config.search.warm_start
-    if source is not None and not study_exists(_source_url(study, runs_dir, storage), source.study):
-        raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: no such study in "
-                        f"{_source_url(study, runs_dir, storage)}; run it first or give its storage:")
+    if source is None:
+        return
+    url = _source_url(study, runs_dir, storage)
+    if not study_exists(url, source.study):
+        raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: no such study in {url}; "
+                        "run it first or give its storage:")
 
 
 def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str | None, say=print) -> None:
@@ -54,11 +57,8 @@ def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str 
         earlier = open_study(url, source.study, create=False)
     except UserError as e:
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: {e}") from None
-    from sweep.study.optuna_internals import storage_of
-
-    name = latest(storage_of(earlier), source.study)
-    if name != source.study:
-        earlier = open_study(url, name, create=False)
+    earlier = newest_version(earlier, lambda name: open_study(url, name, create=False))
+    name = earlier.study_name
     recorded = earlier.user_attrs.get(CONFIG)
     if recorded is None:
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r} was not made by the sweep "
