@@ -25,6 +25,7 @@ from sweep.launch.gpus import plan_capacity
 from sweep.launch.memory_estimate import estimate_trial_gib
 from sweep.launch.trainer_process import cpu_threads_env
 from sweep.run.base_model import BaseMeasurement
+from sweep.run.grid_gaps import fill_grid_gaps
 from sweep.run.objective import Objective
 from sweep.run.progress import ProgressView
 from sweep.run.stop_signals import stopping_with
@@ -85,15 +86,17 @@ def run_study(args) -> int:
         _record_study_file(optuna_study, study, folder)
         for entry in search.enqueue:
             optuna_study.enqueue_trial(search.params.to_optuna_params(entry), skip_if_exists=True)
-    # a resumed run, or a second worker, must not draw the same "random" configurations again
-    optuna_study.sampler = build_sampler(search.sampler.model_copy(update={"seed": search.sampler.seed + run_index}),
-                                         search.params)
-    finished = _count(optuna_study, FINISHED)
-    if args.n_trials is not None:  # --n-trials: this run's total instead of the file's (see sweep.commands.run)
-        count, more = args.n_trials
-        search.n_trials = finished + count if more else count + copied_count(optuna_study)
-    else:
-        search.n_trials += copied_count(optuna_study)  # a warm start's copies are not this study's own trials
+        optuna_study.sampler = build_sampler(search.sampler, search.params, run_index)
+        finished = _count(optuna_study, FINISHED)
+        if args.n_trials is not None:  # --n-trials: this run's total instead of the file's (see sweep.commands.run)
+            count, more = args.n_trials
+            search.n_trials = finished + count if more else count + copied_count(optuna_study)
+        else:
+            search.n_trials += copied_count(optuna_study)  # a warm start's copies are not this study's own trials
+        if search.sampler.name == "grid":
+            search.n_trials, gaps = fill_grid_gaps(optuna_study, optuna_study.sampler, search.n_trials)
+            if gaps:
+                print(f"grid: {len(gaps)} points no trial has run queued again", flush=True)
     if finished >= search.n_trials:
         print(f"study {study.name} already has {finished} finished trials (n_trials: {search.n_trials}); nothing to do")
         return 0

@@ -3,6 +3,12 @@
 ``tpe`` (default; multivariate, seeded), ``random``, ``grid`` (every combination of the searched
 parameters' choices), ``gp`` (Gaussian process; Optuna computes it with torch on the CPU, imported
 only when chosen), ``cmaes`` and ``qmc``. All take ``seed``.
+
+A resumed run, or a second worker, builds its sampler with ``run_index`` added to the seed, so it
+does not draw the same "random" configurations again. Not the grid: its seed shuffles the order of
+the grid points and each trial records only its index in that order (``grid_id``), so every run of
+a grid study must shuffle alike or the indices name other points (the first real grid ran 4 points
+twice and 4 never, see :mod:`sweep.run.grid_gaps`).
 """
 
 from __future__ import annotations
@@ -42,10 +48,13 @@ def grid_size(space) -> int:
     return len(list(itertools.product(*grid_of(space).values())))
 
 
-def build_sampler(config: SamplerConfig, space):
-    """The Optuna sampler for a study file's sampler section and search space."""
+def build_sampler(config: SamplerConfig, space, run_index: int = 0):
+    """The Optuna sampler for a study file's sampler section and search space, in the study's ``run_index``-th run."""
     import optuna
 
+    if config.name == "grid":
+        return _study_grid_sampler()(grid_of(space), seed=config.seed)
+    config = config.model_copy(update={"seed": config.seed + run_index})
     if config.name == "tpe":
         return optuna.samplers.TPESampler(
             seed=config.seed, multivariate=config.multivariate, group=config.multivariate,
@@ -53,8 +62,6 @@ def build_sampler(config: SamplerConfig, space):
         )
     if config.name == "random":
         return optuna.samplers.RandomSampler(seed=config.seed)
-    if config.name == "grid":
-        return optuna.samplers.GridSampler(grid_of(space), seed=config.seed)
     if config.name == "gp":
         return optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.n_startup_trials)
     if config.name == "cmaes":
@@ -65,3 +72,19 @@ def build_sampler(config: SamplerConfig, space):
     # scrambled, or the seed would not change the sequence; categorical parameters go to random sampling
     return optuna.samplers.QMCSampler(scramble=True, seed=config.seed,
                                       independent_sampler=optuna.samplers.RandomSampler(seed=config.seed))
+
+
+def _study_grid_sampler():
+    """Optuna's grid sampler without its ``study.stop()`` after the last point.
+
+    That call is meant for ``study.optimize``; under the sweep's own trial loop it raises from
+    ``study.tell`` (the trial is stored, the worker thread dies). The loop ends a study by its
+    ``n_trials``, which a grid study caps at the grid's size.
+    """
+    import optuna
+
+    class StudyGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return StudyGridSampler

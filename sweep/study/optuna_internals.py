@@ -74,3 +74,13 @@ def enqueued_params(trial: optuna.trial.FrozenTrial) -> dict | None:
 def contains(distribution: optuna.distributions.BaseDistribution, value) -> bool:
     """Whether ``value`` (as a trial holds it, not Optuna's internal form) lies in ``distribution``."""
     return distribution._contains(distribution.to_internal_repr(value))
+
+
+def grid_points(sampler: optuna.samplers.GridSampler) -> list[dict]:
+    """The grid sampler's points in its shuffled order: ``grid_points(s)[i]`` is what a trial with ``grid_id`` i runs."""
+    return [dict(zip(sampler._param_names, values, strict=True)) for values in sampler._all_grids]
+
+
+def grid_id(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The index of the grid point the grid sampler gave ``trial`` (None: not sampled by a grid sampler)."""
+    return trial.system_attrs.get("grid_id")

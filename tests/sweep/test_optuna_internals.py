@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 from sweep.study.optuna_internals import (
     contains,
     enqueued_params,
+    grid_id,
+    grid_points,
     heartbeat_tables,
     rdb_engine,
     set_system_attr,
@@ -129,3 +131,16 @@ def test_contains_takes_a_value_as_a_trial_holds_it(distribution, inside, outsid
             contains(distribution, outside)
     else:
         assert not contains(distribution, outside)
+
+
+def test_a_grid_trial_holds_the_index_of_its_point_in_the_samplers_order(study):
+    sampler = optuna.samplers.GridSampler({"r": [4, 8, 16], "lr": [1e-3, 1e-2]}, seed=5)
+    study.sampler = sampler
+    for _ in range(4):
+        trial = study.ask()
+        trial.suggest_categorical("r", [4, 8, 16])
+        trial.suggest_categorical("lr", [1e-3, 1e-2])
+        study.tell(trial, 1.0)
+    for trial in study.trials:
+        assert grid_points(sampler)[grid_id(trial)] == trial.params
+    assert len(grid_points(sampler)) == 6
