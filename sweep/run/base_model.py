@@ -96,7 +96,9 @@ class BaseMeasurement:
 
 def _note(optuna_study, line: str | None) -> None:
     """The base line as the study's note, the first thing optuna-dashboard shows of a study."""
-    from optuna_dashboard import save_note
-
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:  # a trimmed install (a GPU image without the dashboard): the study's attributes hold it
+        return
     if line:
         save_note(optuna_study, f"**{line}**\n\nEach trial's eval loss and chrF are measured the same way.")
