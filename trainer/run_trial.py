@@ -80,7 +80,7 @@ def _failure(error: Exception) -> Result:
 
 
 def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> Result:
-    if spec.backend == "grouped":
+    if spec.backend == "grouped" and not spec.evaluate_only:  # the base is measured by the plain path below
         from trainer.group.run_group import run_alone
 
         if resident is not None:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DTYPES = get_args(Dtype)  # also the choices of a merged model's dtype (trainer.merge, sweep export)
 SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# the grouped backend (trainer.group) trains each member with its own AdamW; 8-bit states save nothing on LoRA's scale
+GROUPED_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
 # transformers' names of its experiment-tracker integrations (``report_to``); a test keeps them in step
 TRACKERS = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
             "neptune", "swanlab", "tensorboard", "trackio", "wandb")

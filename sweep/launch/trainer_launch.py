@@ -1,12 +1,13 @@
 """Starting a trial's trainer: the handle the objective follows, and the two launchers that hand one out.
 
-A trial runs either in a fresh ``python -m trainer`` process (:class:`ColdLauncher`, whose handle is a
-:class:`~sweep.launch.trainer_process.TrainerProcess`) or in a warm worker that imported the training stack
+A trial runs in a fresh ``python -m trainer`` process (:class:`ColdLauncher`, whose handle is a
+:class:`~sweep.launch.trainer_process.TrainerProcess`), in a warm worker that imported the training stack
 before (:class:`~sweep.launch.warm_trainers.WarmTrainerPool`, whose handle is a
-:class:`~sweep.launch.warm_trainers.WorkerTrial`). The handles play one role, :class:`TrainerHandle`, and the
+:class:`~sweep.launch.warm_trainers.WorkerTrial`), or beside the other trials of its device in a group
+worker (:class:`~sweep.launch.group_workers.GroupWorkerPool`, ``execution.backend: grouped``). The handles play one role, :class:`TrainerHandle`, and the
 launchers another, :class:`Launcher`, so the objective never asks which kind it has::
 
-    launcher = launcher_for(study.config.execution, runs / "workers", stopping)
+    launcher = launcher_for(study.config, runs / "workers", stopping)
     launcher.prewarm(None)                 # a warm pool starts a worker now; a cold launcher does nothing
     handle = launcher.start_trial(trial_dir, trial_dir / "spec.json", lease.env())
     while handle.poll() is None:
@@ -21,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from sweep.launch.group_workers import GroupWorkerPool
 from sweep.launch.trainer_process import TrainerProcess
 from sweep.launch.warm_trainers import WarmTrainerPool
 from trainer.events import EventReader
@@ -79,8 +81,11 @@ class ColdLauncher:
         pass
 
 
-def launcher_for(execution, folder: Path, stopping: threading.Event) -> Launcher:
-    """The launcher the study's ``execution`` section asks for; warm workers keep their logs under ``folder``."""
+def launcher_for(config, folder: Path, stopping: threading.Event) -> Launcher:
+    """The launcher a study file's ``config`` asks for (its ``execution`` section); workers keep their logs under ``folder``."""
+    execution = config.execution
+    if execution.backend == "grouped":
+        return GroupWorkerPool(folder, config.lora.target_modules, execution.group_matmul, stopping)
     if not execution.warm_workers:
         return ColdLauncher()
     return WarmTrainerPool(folder, execution.backend, execution.worker_max_trials, execution.worker_max_leak_mb,

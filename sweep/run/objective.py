@@ -50,7 +50,7 @@ class Objective:
         self.progress = progress
         self.pool = pool
         self.stopping = stopping
-        self.launcher = launcher_for(study.config.execution, folder / "workers", stopping)
+        self.launcher = launcher_for(study.config, folder / "workers", stopping)
         self.artifacts = artifact_store(folder)
 
     def __call__(self, trial: optuna.Trial) -> float:

@@ -21,7 +21,7 @@ from sweep.errors import UserError
 from sweep.schema.pruners import PrunerConfig
 from sweep.schema.samplers import SamplerConfig, grid_of
 from sweep.schema.search_space import SearchSpace
-from trainer.spec import DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
+from trainer.spec import GROUPED_OPTIMIZERS, DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
 from trainer.worker import MAX_LEAK_MB, MAX_TRIALS
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
@@ -110,7 +110,14 @@ class SearchConfig(Strict):
 class ExecutionConfig(Strict):
     """How trials are run."""
 
-    backend: Literal["auto", "unsloth", "transformers"] = Field("auto", description="Trainer backend.")
+    backend: Literal["auto", "unsloth", "transformers", "grouped"] = Field(
+        "auto", description="Trainer backend. 'grouped': the trials on one device train together in one process "
+        "on one shared base (trainer.group; see docs/parallel.md)."
+    )
+    group_matmul: Literal["loop", "bmm"] = Field(
+        "loop", description="grouped: how each trial's adapter meets its rows ('loop': bit-identical to a lone "
+        "trial; 'bmm': batched, fewer kernels)."
+    )
     timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout'.")
     max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")
     max_consecutive_failures: int = Field(3, ge=1, description="Stop the run after this many failed trials in a row.")
@@ -156,6 +163,19 @@ class StudyFile(Strict):
         if name is not None and not STUDY_NAME.match(name):
             raise ValueError(STUDY_NAME_RULE)
         return name
+
+    @model_validator(mode="after")
+    def _grouped_can_train(self):
+        if self.execution.backend != "grouped":
+            return self
+        if self.training.optim not in GROUPED_OPTIMIZERS:
+            raise ValueError(f"training.optim {self.training.optim!r}: the grouped backend trains with AdamW, "
+                             f"one of {', '.join(GROUPED_OPTIMIZERS)}")
+        if self.training.packing:
+            raise ValueError("training.packing true: the grouped backend stacks rows unpacked; set it to false")
+        if self.lora.bias != "none":
+            raise ValueError(f"lora.bias {self.lora.bias!r}: the grouped backend shares the base's biases; use 'none'")
+        return self
 
     @model_validator(mode="after")
     def _pruner_can_act(self):

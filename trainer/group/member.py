@@ -18,10 +18,10 @@ import torch
 
 from trainer.events import Evaluation, EventWriter, Phase, Progress
 from trainer.group.batches import MicroBatch, TrainOrder
-from trainer.spec import TrialSpec
+from trainer.spec import GROUPED_OPTIMIZERS, TrialSpec
 from trainer.trial_folder import STOP_FILE
 
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
+OPTIMIZERS = GROUPED_OPTIMIZERS
 STEADY_AFTER = 2  # steps left out of the throughput figure (allocator and kernel warm-up), as EventCallback
 
 

@@ -65,33 +65,19 @@ class TrialFolder:
 def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str = "loop", attention: str | None = None,
               folders: list[TrialFolder] | None = None) -> list[Result]:
     """Train ``specs`` on one base, ``max_live`` at a time (all by default); their results, in order."""
-    import torch
-
-    from trainer.backends import load_model, torch_dtype
-    from trainer.group.group_trainer import GroupTrainer
-
     folders = folders or [TrialFolder(spec) for spec in specs]
     first = specs[0]
     for spec in specs[1:]:
         if spec.model != first.model:
             raise single.BadInput(f"trial {spec.trial_number}: model section differs from trial {first.trial_number}'s; "
                            "a group shares one base")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    began = time.time()
     try:
-        model, tokenizer = load_model("transformers", first.model, device, first.training.seed)
-        model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
-        dtype = torch_dtype(first.model, device)
-        targets = sorted({t for spec in specs for t in spec.lora.target_modules})
-        trainer = GroupTrainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+        group = open_group(first, sorted({t for spec in specs for t in spec.lora.target_modules}), matmul, attention)
     except Exception as error:  # no base, no group: every trial ends with the reason
-        traceback.print_exc()
-        result = Result(status="bad_input", reason=_last_line(error)) if isinstance(error, ValueError) \
-            else single._failure(error)
+        result = unopened_result(error)
         for folder in folders:
-            _end_unstarted(folder, result)
+            end_unstarted(folder, result)
         return [folder.result for folder in folders]
-    group = GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began)
     queue = deque(folders)
     while queue or group.live:
         while queue and len(group.live) < (max_live or len(folders)):
@@ -99,6 +85,29 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
         if group.live:
             group.step()
     return [folder.result for folder in folders]
+
+
+def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", attention: str | None = None) -> GroupRun:
+    """Load ``first``'s base once and wrap ``targets`` (every module any member may adapt) for a group."""
+    import torch
+
+    from trainer.backends import load_model, torch_dtype
+    from trainer.group.group_trainer import GroupTrainer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    began = time.time()
+    model, tokenizer = load_model("transformers", first.model, device, first.training.seed)
+    model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
+    dtype = torch_dtype(first.model, device)
+    trainer = GroupTrainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+    return GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began, model=first.model)
+
+
+def unopened_result(error: Exception) -> Result:
+    """The result of every trial of a group whose base could not be loaded or wrapped."""
+    traceback.print_exc()
+    return Result(status="bad_input", reason=_last_line(error)) if isinstance(error, ValueError) \
+        else single._failure(error)
 
 
 def run_alone(spec: TrialSpec, events: EventWriter, matmul: str = "loop", attention: str | None = None) -> Result:
@@ -109,8 +118,9 @@ def run_alone(spec: TrialSpec, events: EventWriter, matmul: str = "loop", attent
 class GroupRun:
     """The members in training (each with its folder), the encoded data they share, and their comings and goings."""
 
-    def __init__(self, trainer, tokenizer, device: str, matmul: str, loaded: float) -> None:
+    def __init__(self, trainer, tokenizer, device: str, matmul: str, loaded: float, model=None) -> None:
         self.trainer, self.tokenizer, self.device, self.matmul, self.loaded = trainer, tokenizer, device, matmul, loaded
+        self.model = model  # the model section every member must share
         self.live: dict = {}
         self.data: dict[str, tuple] = {}
 
@@ -138,6 +148,9 @@ class GroupRun:
         from trainer.faults import parse_faults
 
         spec, phase, pad = folder.spec, time.time(), self.tokenizer.pad_token_id
+        if self.model is not None and spec.model != self.model:
+            raise single.BadInput(f"trial {spec.trial_number}: its model section differs from the group's; "
+                                  "a group shares one base")
         folder.events.emit(Phase(name="model", seconds=self.loaded))
         if spec.training.packing:
             raise single.BadInput("training.packing: the grouped backend stacks rows unpacked; set packing to false")
@@ -252,7 +265,7 @@ class GroupRun:
         self.live.pop(member).close(result)
 
 
-def _end_unstarted(folder: TrialFolder, result: Result) -> None:
+def end_unstarted(folder: TrialFolder, result: Result) -> None:
     """Record ``result`` for a trial that never joined (its folder's lock first, when it is ours to take)."""
     try:
         folder.open()

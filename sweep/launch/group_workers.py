@@ -1,0 +1,153 @@
+"""Group workers: the trials placed on one device train together in one process on one shared base.
+
+With ``execution.backend: grouped`` the trials that ``--trials-per-gpu`` places on a device are not
+separate trainers: they are handed, as to a warm worker, to that device's ``python -m
+trainer.group.serve`` process, which loads the base once and trains every trial it holds in one
+stacked forward and backward a step (:mod:`trainer.group`). A trial joins at the next step and leaves
+when it ends; each still writes its own folder, events and adapter, so the objective follows it as
+any other.
+
+The price is isolation: a crash or kill of the worker ends every trial in it (each fails with the
+worker's last log line, and the next trial starts a new worker). Stopping one trial (pruning, its
+time limit) writes its ``STOP`` file; only a trial that does not leave within the grace period takes
+the worker down with it.
+
+:class:`GroupWorkerPool` is a :class:`~sweep.launch.trainer_launch.Launcher`, :class:`GroupTrial`
+its :class:`~sweep.launch.trainer_launch.TrainerHandle`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sweep.launch.trainer_process import PROJECT_ROOT, child_env, kill_group, last_line, trial_env
+from trainer.env_contract import DEVICE_ENV
+from trainer.events import EventReader, Result
+from trainer.trial_folder import EVENTS_FILE, LOG_FILE, STOP_FILE
+
+POLL_SECONDS = 0.2
+
+
+class GroupWorker:
+    """One ``python -m trainer.group.serve`` process for one device, in its own process group."""
+
+    def __init__(self, folder: Path, device: str | None, targets: list[str], matmul: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.device = device
+        self.log_path = folder / LOG_FILE
+        env = trial_env(folder)
+        if device is not None:
+            env[DEVICE_ENV] = device
+        self._lock = threading.Lock()
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "trainer.group.serve", "--targets", ",".join(targets), "--matmul", matmul,
+                 "--folder", str(folder)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env(env),
+                cwd=PROJECT_ROOT, start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def submit(self, spec_path: Path, env: dict[str, str]) -> None:
+        request = {"spec": str(spec_path), "env": {k: v for k, v in env.items() if k != DEVICE_ENV}}
+        with self._lock:  # several trial threads hand trials to one worker
+            self.popen.stdin.write((json.dumps(request) + "\n").encode())
+            self.popen.stdin.flush()
+
+    def kill(self, grace_seconds: float = 5.0) -> None:
+        kill_group(self.popen, grace_seconds)
+
+
+class GroupTrial:
+    """A trial inside a group worker."""
+
+    def __init__(self, worker: GroupWorker, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
+        self.worker = worker
+        self.trial_dir = Path(trial_dir)
+        self.log_path = worker.log_path  # the group's output is one log; the trial's lines are in it
+        self.events = EventReader(self.trial_dir / EVENTS_FILE)  # the objective's
+        self._watch = EventReader(self.trial_dir / EVENTS_FILE)  # this handle's own, for the result
+        self._result: Result | None = None
+        self.killed = False
+        self.started = time.time()
+        worker.submit(spec_path, env)
+
+    def poll(self) -> int | None:
+        """0 once the trial's result is written; the worker's exit code if it died first; else None."""
+        if self.result() is not None:
+            return 0
+        code = self.worker.popen.poll()
+        if code is not None and self.result() is not None:  # written just before the worker ended
+            return 0
+        return code
+
+    def result(self) -> Result | None:
+        if self._result is None:
+            self._result = next((e for e in self._watch.read_new() if isinstance(e, Result)), None)
+        return self._result
+
+    def request_stop(self) -> None:
+        (self.trial_dir / STOP_FILE).touch()
+
+    def kill(self, grace_seconds: float = 5.0) -> None:
+        """Stop this trial; the whole worker only if the trial has not left it within ``grace_seconds``."""
+        self.killed = True
+        self.request_stop()
+        deadline = time.time() + grace_seconds
+        while time.time() < deadline:
+            if self.poll() is not None:
+                return
+            time.sleep(POLL_SECONDS)
+        self.worker.kill(grace_seconds)
+
+    def last_log_line(self) -> str:
+        return last_line(self.log_path)
+
+
+class GroupWorkerPool:
+    """One group worker per device, started on demand and again after one died; thread-safe."""
+
+    def __init__(self, folder: Path, targets: list[str], matmul: str, stopping: threading.Event) -> None:
+        self.folder = Path(folder)
+        self.targets, self.matmul, self.stopping = targets, matmul, stopping
+        self._workers: dict[str | None, GroupWorker] = {}
+        self._lock = threading.Lock()
+        self._started = 0
+
+    def prewarm(self, device: str | None) -> None:
+        if not self.stopping.is_set():
+            self._worker(device)
+
+    def _worker(self, device: str | None) -> GroupWorker:
+        with self._lock:
+            worker = self._workers.get(device)
+            if worker is None or not worker.alive():
+                self._started += 1
+                worker = GroupWorker(self.folder / f"group-{self._started:04d}", device, self.targets, self.matmul)
+                self._workers[device] = worker
+            return worker
+
+    def start_trial(self, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> GroupTrial:
+        return GroupTrial(self._worker(env.get(DEVICE_ENV)), trial_dir, spec_path, env)
+
+    def finished(self, handle: GroupTrial) -> None:
+        pass  # the worker stays for the next trial; a dead one is replaced when a trial next needs it
+
+    def close(self) -> None:
+        """End the workers: their stdin closes (a worker with no trial left exits), then they are stopped."""
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            try:
+                worker.popen.stdin.close()
+            except OSError:
+                pass
+            worker.kill(grace_seconds=2.0)

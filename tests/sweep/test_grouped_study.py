@@ -1,0 +1,90 @@
+"""``execution.backend: grouped``: the trials placed on one device train together in one group worker.
+
+Each trial must come out as if it had trained alone (on the CPU, with the bit-exact ``loop`` routing,
+the very same eval loss), write its own folder and PEFT adapter, and a dead worker must cost only
+the trials inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import yaml
+
+from tests.sweep.live_study import (
+    assert_adapters_load,
+    assert_study_finished_exactly,
+    events,
+    run_sweep,
+    run_trainer,
+    start_sweep,
+    study_trials,
+    wait_for,
+    write_study,
+)
+
+
+def grouped_study(tmp_path, n_trials: int, **execution):
+    path = write_study(tmp_path, "grp", n_trials, max_steps=6, eval_points=3,
+                       execution={"backend": "grouped", **execution},
+                       enqueue=[{"learning_rate": 2e-2, "r": 8}, {"learning_rate": 3e-3, "r": 4}])
+    study = yaml.safe_load(path.read_text())
+    study["model"]["dtype"] = "float32"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def started_pid(trial) -> int:
+    return next(e["pid"] for e in events(Path(trial.user_attrs["trial_dir"])) if e["event"] == "started")
+
+
+def test_trials_on_one_device_train_in_one_worker_as_if_alone(tmp_path):
+    study = grouped_study(tmp_path, 3)
+    runs = tmp_path / "runs"
+    done = run_sweep(study, runs, "--trials-per-gpu", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    complete = assert_study_finished_exactly(study_trials(runs, "grp"), 3)
+    assert len({started_pid(t) for t in complete}) == 1  # one process trained them all
+    assert all(t.user_attrs["backend"] == "grouped" for t in complete)
+    assert_adapters_load(complete)
+    for trial in complete[:2]:  # the same trial alone, in a fresh folder: the same eval loss, bit for bit
+        alone = tmp_path / f"alone-{trial.number}"
+        spec = json.loads((Path(trial.user_attrs["trial_dir"]) / "spec.json").read_text())
+        spec["output_dir"] = str(alone)
+        alone.mkdir()
+        (alone / "spec.json").write_text(json.dumps(spec))
+        result = [e for e in run_trainer(alone / "spec.json") if e["event"] == "result"][-1]
+        assert result["eval_loss"] == trial.value
+
+
+def test_a_killed_group_worker_costs_only_its_trials(tmp_path):
+    study = grouped_study(tmp_path, 4)
+    runs = tmp_path / "runs"
+    sweep = start_sweep(study, runs, "--trials-per-gpu", "2")
+    try:
+        training = wait_for(lambda: _training(runs), 300, "a trial training in the group worker")
+        os.kill(training["pid"], signal.SIGKILL)
+        assert sweep.wait(600) == 0
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    trials = study_trials(runs, "grp")
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert 1 <= len(failed) <= 2 and all(t.user_attrs["fail_reason"].startswith("crash") for t in failed), \
+        [(t.number, t.user_attrs.get("fail_reason")) for t in failed]
+    assert len([t for t in trials if t.state.name == "COMPLETE"]) == 4
+    pids = {started_pid(t) for t in trials if t.state.name == "COMPLETE"}
+    assert training["pid"] not in pids  # the trials after the kill ran in a new worker
+
+
+def _training(runs: Path) -> dict | None:
+    """The started event of a trial that has made a training step and not ended, if any."""
+    for folder in sorted((runs / "grp" / "trials").glob("*")):
+        trial_events = events(folder)
+        kinds = {e["event"] for e in trial_events}
+        if "progress" in kinds and "result" not in kinds:
+            return next(e for e in trial_events if e["event"] == "started")
+    return None
