@@ -7,11 +7,16 @@ The GPUs come from ``nvidia-smi`` (never from torch, which the orchestrator does
 ``--gpus`` is a list of indices (``0,1,2,3``) or ``all``; left out, trials run where the trainer
 puts them (the only GPU, or the CPU). ``--trials-per-gpu`` is a whole number K or ``auto``: as
 many trials as fit in each GPU's free memory by :func:`sweep.launch.memory_estimate.estimate_trial_gib`,
-at most ``AUTO_MAX_PER_GPU``. Every mistake is a :class:`UserError`, raised before anything starts.
+at most ``AUTO_MAX_PER_GPU``, and no more trainer processes than CPU cores: a small model's trainer is
+bound by Python launching kernels, one core each (H200, SmolLM2: 7,163 kernels a step at 34 us each,
+``bench/step_profile.py``), so twelve processes on 16 cores already ran at load 11. A grouped study
+(``execution.backend: grouped``) runs one process per GPU whatever K, so only memory counts, up to
+``AUTO_MAX_GROUP``. Every mistake is a :class:`UserError`, raised before anything starts.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -21,6 +26,7 @@ from sweep.errors import UserError
 
 QUERY = ["nvidia-smi", "--query-gpu=index,memory.free,memory.total", "--format=csv,noheader,nounits"]
 AUTO_MAX_PER_GPU = 8  # beyond a few processes a GPU gains little (4 gave 8% more than 2 on an H100)
+AUTO_MAX_GROUP = 32  # trials in one group worker (bench/fill_gpu.py measured up to 32 on an H200)
 FREE_MEMORY_USED = 0.9  # leave a tenth of the free memory for fragmentation and other processes
 
 
@@ -59,9 +65,12 @@ def parse_gpus(text: str) -> list[Gpu]:
     return gpus
 
 
-def plan_capacity(gpus_arg: str | None, per_gpu_arg: str,
-                  trial_gib: Callable[[], float]) -> dict[str | None, int]:
-    """Trials allowed at once on each device: ``{device: K}``; ``trial_gib`` estimates one trial (for auto)."""
+def plan_capacity(gpus_arg: str | None, per_gpu_arg: str, trial_gib: Callable[[], float], grouped: bool = False,
+                  cpus: int | None = None) -> dict[str | None, int]:
+    """Trials allowed at once on each device: ``{device: K}``; ``trial_gib`` estimates one trial (for auto).
+
+    ``grouped``: the trials of a device share one process; ``cpus``: the cores this run may use (default: its affinity).
+    """
     auto = per_gpu_arg.strip().lower() == "auto"
     per_gpu = None if auto else _whole_number(per_gpu_arg)
     if gpus_arg is None and not auto:
@@ -72,13 +81,16 @@ def plan_capacity(gpus_arg: str | None, per_gpu_arg: str,
     if not auto:
         return {gpu.index: per_gpu for gpu in gpus}
     need = trial_gib()
+    cpus = cpus or len(os.sched_getaffinity(0))
+    cores = AUTO_MAX_GROUP if grouped else max(1, cpus // len(gpus))
     capacity = {}
     for gpu in gpus:
         fits = int(gpu.free_mib / 1024 * FREE_MEMORY_USED // need)
-        capacity[gpu.index] = max(1, min(AUTO_MAX_PER_GPU, fits))
+        capacity[gpu.index] = max(1, min(AUTO_MAX_GROUP if grouped else AUTO_MAX_PER_GPU, fits, cores))
         note = "" if fits else " (it may not fit: a trial that runs out of memory fails with 'oom')"
+        limit = "" if grouped or cores >= min(AUTO_MAX_PER_GPU, fits) else f", {cpus} CPU cores for {len(gpus)} GPU(s)"
         print(f"GPU {gpu.index}: {capacity[gpu.index]} trial(s) at once: about {need:.1f} GiB a trial, "
-              f"{gpu.free_mib / 1024:.1f} GiB free{note}", flush=True)
+              f"{gpu.free_mib / 1024:.1f} GiB free{limit}{note}", flush=True)
     return capacity
 
 

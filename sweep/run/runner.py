@@ -56,7 +56,8 @@ def run_study(args) -> int:
     check_data(study)
     check_trackers(study)
     execution, search = study.config.execution, study.config.search
-    capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study))
+    capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study),
+                             grouped=execution.backend == "grouped")
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
     if args.fresh:

@@ -78,12 +78,22 @@ def test_stopping_ends_a_waiting_acquire():
 
 def test_auto_fits_trials_into_each_gpus_free_memory(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path, "0, 80000, 81559\\n1, 20000, 81559\\n2, 4000, 81559\\n"))
-    capacity = plan_capacity("all", "auto", lambda: 10.0)
+    capacity = plan_capacity("all", "auto", lambda: 10.0, cpus=64)
     # 80000 MiB: 78.1 GiB x 0.9 / 10 -> 7; 20000 MiB -> 1; 4000 MiB fits none: one, with a warning
     assert capacity == {"0": 7, "1": 1, "2": 1}
     assert "it may not fit" in capsys.readouterr().out
     assert plan_capacity("1", "3", lambda: 10.0) == {"1": 3}
     assert plan_capacity(None, "2", lambda: 10.0) == {None: 2}
+
+
+def test_auto_runs_no_more_trainers_than_cores_unless_they_share_a_process(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path, "0, 140000, 143771\n1, 140000, 143771\n"))
+    # 136.7 GiB x 0.9 / 2 GiB: 61 fit; 6 cores for 2 GPUs: 3 trainers each
+    assert plan_capacity("all", "auto", lambda: 2.0, cpus=6) == {"0": 3, "1": 3}
+    assert "6 CPU cores for 2 GPU(s)" in capsys.readouterr().out
+    assert plan_capacity("all", "auto", lambda: 2.0, cpus=64) == {"0": 8, "1": 8}
+    # one group worker per GPU: memory alone, up to 32 trials
+    assert plan_capacity("all", "auto", lambda: 2.0, grouped=True, cpus=6) == {"0": 32, "1": 32}
 
 
 def test_memory_estimate_errs_high_against_h100_measurements(tmp_path):
