@@ -54,7 +54,9 @@ class TargetModulesParam(Param):
     @field_validator("choices")
     @classmethod
     def _known_presets(cls, choices: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        known = [*TARGET_PRESETS, *info.data.get("presets", {})]
+        if "presets" not in info.data:  # they are wrong themselves: one error, not one per choice as well
+            return choices
+        known = [*TARGET_PRESETS, *info.data["presets"]]
         for name in choices or []:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
