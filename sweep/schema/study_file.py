@@ -18,10 +18,9 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from sweep.checks.model_source import ModelNotFound, resolve_model
 from sweep.errors import UserError
-from sweep.schema.batch_split import split_problem
 from sweep.schema.pruners import PrunerConfig
 from sweep.schema.samplers import SamplerConfig, grid_of
-from sweep.schema.search_space import CORE, SECTION_PARAMS, SearchSpace
+from sweep.schema.search_space import CORE, SearchSpace
 from sweep.schema.study_space import StudySpace
 from trainer.spec import DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
 from trainer.worker import MAX_LEAK_MB, MAX_TRIALS
@@ -161,20 +160,9 @@ class StudyFile(Strict):
 
     @model_validator(mode="after")
     def _searched_or_fixed(self):
-        params, sections = self.search.params, {"lora": self.lora, "training": self.training}
-        for name, section in SECTION_PARAMS.items():
-            if getattr(params, name) is not None and name in sections[section].model_fields_set:
-                raise ValueError(f"search.params.{name} and {section}.{name}: {name} is searched and also fixed "
-                                 f"({getattr(sections[section], name)!r}); keep one of them")
-        effective = params.effective_batch_size
-        if effective is not None:
-            if "gradient_accumulation_steps" in self.training.model_fields_set:
-                raise ValueError("search.params.effective_batch_size and training.gradient_accumulation_steps: the "
-                                 "effective batch sets the accumulation; drop training.gradient_accumulation_steps")
-            max_micro = self.training.per_device_train_batch_size
-            problem = next(filter(None, (split_problem(e, max_micro) for e in effective.values())), None)
-            if problem:
-                raise ValueError(f"search.params.effective_batch_size: {problem}")
+        problem = self.space.problem()
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.schema.batch_split import split_batch
+from sweep.schema.batch_split import split_batch, split_problem
 from sweep.schema.search_space import BATCH_KEYS, CORE, EFFECTIVE_BATCH, SECTION_PARAMS, SearchSpace
 from trainer.spec import LoraFixed, LoraSpec, TrainingFixed, TrainingSpec
 
@@ -37,6 +37,24 @@ class StudySpace:
         return cls(SearchSpace.model_validate(config["search"]["params"]),
                    LoraFixed.model_validate(config.get("lora", {})),
                    TrainingFixed.model_validate(config.get("training", {})))
+
+    def problem(self) -> str | None:
+        """Why the space and the sections do not fit together (a setting both searched and fixed, an effective
+        batch that cannot be split), or None."""
+        sections = {"lora": self.lora, "training": self.training}
+        for name, section in SECTION_PARAMS.items():
+            if getattr(self.params, name) is not None and name in sections[section].model_fields_set:
+                return (f"search.params.{name} and {section}.{name}: {name} is searched and also fixed "
+                        f"({getattr(sections[section], name)!r}); keep one of them")
+        effective = self.params.effective_batch_size
+        if effective is None:
+            return None
+        if "gradient_accumulation_steps" in self.training.model_fields_set:
+            return ("search.params.effective_batch_size and training.gradient_accumulation_steps: the effective "
+                    "batch sets the accumulation; drop training.gradient_accumulation_steps")
+        max_micro = self.training.per_device_train_batch_size
+        problem = next(filter(None, (split_problem(e, max_micro) for e in effective.values())), None)
+        return f"search.params.effective_batch_size: {problem}" if problem else None
 
     def sections(self, values: dict[str, Any]) -> tuple[LoraSpec, TrainingSpec]:
         """The ``lora`` and ``training`` a trial with ``values`` (as :meth:`SearchSpace.sample` gives them) trains with."""
