@@ -150,7 +150,7 @@ class TrialSpec(Strict):
 
     study: str = Field(description="Study name.")
     trial_number: int = Field(ge=0, description="Optuna trial number.")
-    params: dict[str, float | int | bool] = Field(default_factory=dict, description="The sampled parameters.")
+    params: dict[str, float | int | bool | str] = Field(default_factory=dict, description="The sampled parameters.")
     model: ModelSpec
     data: DataSpec
     lora: LoraSpec

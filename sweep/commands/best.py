@@ -45,9 +45,8 @@ def main(args) -> int:
         return 0
     attrs = record["user_attrs"]
     print(f"best trial of {study.name}: #{record['number']}  eval_loss {record['value']:.4f}")
-    for name in ("learning_rate", "num_train_epochs", "r"):
-        if name in record["params"]:
-            print(f"  {name}: {record['params'][name]}")
+    for name, value in record["params"].items():
+        print(f"  {name}: {value}")
     print(f"  lora_alpha: {attrs.get(LORA_ALPHA)}\n  use_rslora: {attrs.get(USE_RSLORA)}")
     print(f"  adapter: {attrs.get(ADAPTER_PATH)}{missing}")
     return 0

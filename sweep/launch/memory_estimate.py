@@ -7,8 +7,9 @@ to err high; a trial that still does not fit fails with ``oom`` and is placed ag
 - base weights: the decoder's linear layers in 4 bits (0.5625 bytes a weight with the scales) under
   QLoRA, else in the compute dtype; embeddings and the LM head always in the compute dtype;
 - LoRA: its weights, gradients and two Adam moments in float32 (16 bytes a parameter), at the
-  largest rank the search can pick;
-- activations of one micro-batch at ``model.max_seq_length`` tokens a row: one layer's working set,
+  largest rank and on the most modules the search can pick;
+- activations of the largest micro-batch the search can pick, at ``model.max_seq_length`` tokens a
+  row: one layer's working set,
   plus a checkpointed hidden state per layer (Unsloth offloads those to CPU memory);
 - logits: with transformers + PEFT the full ``batch x tokens x vocab`` in the compute dtype, its
   float32 copy and its gradient; Unsloth computes the loss in chunks (a quarter of one copy);
@@ -57,9 +58,9 @@ def estimate_trial_gib(study: Study, backend: str | None = None) -> float:
     weights = linear * (NF4_BYTES if quantized else dtype) + embeddings * dtype
 
     rank = max_rank(study)
-    lora = layers * sum(rank * sum(shapes.get(m, (hidden, hidden))) for m in c.lora.target_modules) * 16
+    lora = layers * sum(rank * sum(shapes.get(m, (hidden, hidden))) for m in widest_modules(study)) * 16
 
-    tokens = c.training.per_device_train_batch_size * c.model.max_seq_length
+    tokens = max_micro_batch(study) * c.model.max_seq_length
     checkpoints = hidden * layers if backend == "transformers" else 0
     activations = tokens * (checkpoints + 8 * hidden + 4 * inter) * dtype
     logits = tokens * vocab * ((dtype + 4 + 4) if backend == "transformers" else dtype / 4)
@@ -96,3 +97,17 @@ def model_config(name_or_path: str) -> dict:
 def _text_config(cfg: dict) -> dict:
     """The language model's part of a config (multimodal models nest it under ``text_config``)."""
     return cfg.get("text_config") or cfg
+
+
+def max_micro_batch(study: Study) -> int:
+    """The largest micro-batch a trial can run (an effective batch never exceeds the fixed one)."""
+    searched = study.config.search.params.per_device_train_batch_size
+    return max(searched.values()) if searched is not None else study.config.training.per_device_train_batch_size
+
+
+def widest_modules(study: Study) -> set[str]:
+    """Every module some trial may adapt."""
+    searched = study.config.search.params.target_modules
+    if searched is None:
+        return set(study.config.lora.target_modules)
+    return {m for choice in searched.choices for m in searched.modules(choice)}

@@ -23,7 +23,7 @@ from sweep.launch.trainer_process import TrainerProcess
 from sweep.schema.study_file import Study
 from sweep.study.trial_attrs import BASE_CHRF, BASE_EVAL_LOSS
 from trainer.events import Result, read_all
-from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
+from trainer.spec import TrialSpec
 from trainer.trial_folder import EVENTS_FILE, SPEC_FILE
 
 BASE_DIR = "base"
@@ -85,10 +85,10 @@ class BaseMeasurement:
     def spec(self) -> TrialSpec:
         """An ``evaluate_only`` spec: the study's model, data and samples; LoRA attached but never trained."""
         c = self.study.config
+        lora, training = c.space.first_sections()  # LoRA on the modules a trial adapts, left untrained
         return TrialSpec(
             study=self.study.name, trial_number=0, params={}, model=c.model, data=c.data,
-            lora=LoraSpec(**c.lora.model_dump(), r=8, lora_alpha=8), samples=c.samples,
-            training=TrainingSpec(**c.training.model_dump(), learning_rate=1e-4, num_train_epochs=1),
+            lora=lora, samples=c.samples, training=training,
             output_dir=str(self.folder), backend=c.execution.backend, cache_dir=str(self.folder.parent / "cache"),
             study_uid=self.study_uid, evaluate_only=True,
         )

@@ -33,7 +33,7 @@ from sweep.schema.study_file import Study
 from sweep.study import trial_attrs as attrs
 from sweep.study.study_versions import Identity
 from trainer.events import Result
-from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
+from trainer.spec import TrialSpec
 from trainer.trial_folder import CHECKPOINT_DIR, EVENTS_FILE, SPEC_FILE, STOP_FILE
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which orchestrator ran a trial
@@ -81,13 +81,10 @@ class Objective:
 
     def build_spec(self, trial: optuna.Trial, values: dict, trial_dir: Path) -> TrialSpec:
         c = self.study.config
+        lora, training = c.space.sections(values)
         return TrialSpec(
             study=self.study.name, trial_number=trial.number, params=values, model=c.model, data=c.data,
-            lora=LoraSpec(**c.lora.model_dump(), r=values["r"], lora_alpha=values["lora_alpha"],
-                          use_rslora=values["use_rslora"]),
-            training=TrainingSpec(**c.training.model_dump(), learning_rate=values["learning_rate"],
-                                  num_train_epochs=values["num_train_epochs"]),
-            samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
+            lora=lora, training=training, samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
             cache_dir=str(self.folder / "cache"), study_dir=str(self.folder), study_uid=self.identity.uid,
             keep_checkpoints=c.execution.keep_checkpoints,
         )

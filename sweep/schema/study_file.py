@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -20,7 +20,8 @@ from sweep.checks.model_source import ModelNotFound, resolve_model
 from sweep.errors import UserError
 from sweep.schema.pruners import PrunerConfig
 from sweep.schema.samplers import SamplerConfig, grid_of
-from sweep.schema.search_space import SearchSpace
+from sweep.schema.search_space import CORE, SearchSpace
+from sweep.schema.study_space import StudySpace
 from trainer.spec import GROUPED_OPTIMIZERS, DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
 from trainer.worker import MAX_LEAK_MB, MAX_TRIALS
 
@@ -49,10 +50,10 @@ class SearchConfig(Strict):
     )
     direction: Literal["minimize"] = Field("minimize", description="The objective, eval loss, is minimised.")
     metric: Literal["eval_loss"] = Field("eval_loss", description="The objective: final eval loss.")
-    params: SearchSpace = Field(default_factory=SearchSpace, description="The five hyperparameters.")
+    params: SearchSpace = Field(default_factory=SearchSpace, description="The hyperparameters: fixed or searched.")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="Optuna sampler.")
     pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="Optuna pruner.")
-    enqueue: list[dict[str, float | int | bool]] = Field(
+    enqueue: list[dict[str, float | int | bool | str]] = Field(
         default_factory=list, description="Configurations to try first, e.g. the current defaults."
     )
     warm_start: WarmStart | None = Field(
@@ -93,7 +94,7 @@ class SearchConfig(Strict):
     def _something_to_search(cls, params: SearchSpace, info: ValidationInfo) -> SearchSpace:
         n_trials = info.data.get("n_trials", 1)
         if n_trials > 1 and not params.searched_names():
-            fixed = ", ".join(f"{name}={getattr(params, name).value}" for name in SearchSpace.model_fields)
+            fixed = ", ".join(f"{name}={getattr(params, name).value}" for name in CORE)
             raise ValueError(f"nothing to search: every parameter is fixed ({fixed}), so all {n_trials} trials would "
                              "train the same configuration; give one a range ({low, high}) or choices, or set "
                              "n_trials: 1 to train this one configuration")
@@ -176,6 +177,18 @@ class StudyFile(Strict):
         if self.lora.bias != "none":
             raise ValueError(f"lora.bias {self.lora.bias!r}: the grouped backend shares the base's biases; use 'none'")
         return self
+
+    @model_validator(mode="after")
+    def _searched_or_fixed(self):
+        problem = self.space.problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def space(self) -> StudySpace:
+        """The search space with the fixed sections it completes."""
+        return StudySpace(self.search.params, self.lora, self.training)
 
     @model_validator(mode="after")
     def _pruner_can_act(self):
@@ -267,7 +280,7 @@ def _did_you_mean(loc: tuple, raw: dict) -> str:
     model: type[BaseModel] | None = StudyFile
     for part in loc[:-1]:
         field = model.model_fields.get(str(part)) if model else None
-        annotation = getattr(field, "annotation", None)
+        annotation = _unless_none(getattr(field, "annotation", None))
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     if model is None:
         return ""
@@ -275,6 +288,14 @@ def _did_you_mean(loc: tuple, raw: dict) -> str:
     close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{hint}; allowed: {', '.join(allowed)}"
+
+
+def _unless_none(annotation):
+    """``X`` of an optional ``X | None``; anything else as it is."""
+    if get_origin(annotation) in (Union, type(int | None)):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else annotation
+    return annotation
 
 
 def _resolve_paths(path: Path, config: StudyFile) -> None:

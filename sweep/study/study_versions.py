@@ -12,7 +12,9 @@ compares the two key by key and names each change:
 - a changed search space (a wider range, an added choice...) cannot always go on in the same Optuna
   study (its categorical distributions are fixed once used), so the sweep continues in a new
   version of the study, ``NAME@v2``, that starts from a copy of the old version's finished trials
-  that lie inside the new space, re-expressed in the new distributions: nothing is trained again;
+  that lie inside the new space, re-expressed in the new distributions: nothing is trained again.
+  A ``lora:``/``training:`` setting that either version searches (``lora_dropout``, the batch, ...)
+  belongs to the space: moving it between its section and ``search.params`` is a space change too;
 - changes that make old trials incomparable (``model``, ``data``, ``lora``, ``training``,
   ``execution.backend``) are refused in one line that names the keys and the way out.
 
@@ -30,10 +32,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import UserError
-from sweep.schema.search_space import SearchSpace
 from sweep.schema.study_file import Study
+from sweep.schema.study_space import StudySpace, same_settings, searched_section_keys
 from sweep.study.optuna_internals import contains, set_system_attr, storage_of, system_attrs
-from sweep.study.trial_attrs import CONFIG, COPIED_FROM, LORA_ALPHA, STUDY_FILE, USE_RSLORA
+from sweep.study.trial_attrs import CONFIG, COPIED_FROM, STUDY_FILE
 
 UID = "sweep:uid"
 VERSION = "sweep:version"
@@ -106,6 +108,18 @@ class Change:
         return f"{self.key}: {self.old!r} -> {self.new!r}"
 
 
+def space_keys(old: dict, new: dict) -> set[str]:
+    """The ``lora:``/``training:`` keys that the search space of either resolved study file decides."""
+    return searched_section_keys(old["search"]["params"]) | searched_section_keys(new["search"]["params"])
+
+
+def incomparable(found: list[Change], old: dict, new: dict) -> list[Change]:
+    """The changes that make trials of ``old`` and ``new`` incomparable: a fixed setting of the trials."""
+    searched = space_keys(old, new)
+    return [c for c in found if c.key.startswith(INCOMPARABLE) and not c.key.startswith(REPORTING_ONLY)
+            and c.key not in searched]
+
+
 def changes(old: dict, new: dict, prefix: str = "") -> list[Change]:
     """Every key (dotted path) whose value differs between two resolved study files."""
     found = []
@@ -136,20 +150,21 @@ def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optun
     if recorded_file and recorded_file != str(study.path):
         raise UserError(f"{study.path}: name: {study.name!r} is already the study of {recorded_file}, with other "
                         f"settings ({keys}); give this file another name: or run that one")
-    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE) and not c.key.startswith(REPORTING_ONLY)]
-    if incomparable:
-        raise UserError(f"{study.path}: {'; '.join(map(str, incomparable))}: changed since the study's trials ran, "
+    refused = incomparable(found, recorded, current)
+    if refused:
+        raise UserError(f"{study.path}: {'; '.join(map(str, refused))}: changed since the study's trials ran, "
                         "which would make them incomparable with new ones; start over with `python -m sweep run "
                         f"--study {study.name} --fresh` (moves the old runs aside) or give the study another name:")
     for change in found:
         say(f"study file changed since the last run: {change}")
-    if not any(c.key.startswith("search.params.") for c in found) or not optuna_study.get_trials(deepcopy=False):
+    searched = space_keys(recorded, current)
+    if not any(c.key.startswith("search.params.") or c.key in searched for c in found) \
+            or not optuna_study.get_trials(deepcopy=False):
         return optuna_study
-    return _new_version(optuna_study, SearchSpace.model_validate(recorded["search"]["params"]),
-                        study.config.search.params, pruner, say)
+    return _new_version(optuna_study, StudySpace.recorded(recorded), study.config.space, pruner, say)
 
 
-def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpace, pruner, say) -> optuna.Study:
+def _new_version(old: optuna.Study, old_space: StudySpace, new_space: StudySpace, pruner, say) -> optuna.Study:
     attrs, storage = system_attrs(old), storage_of(old)
     version = attrs.get(VERSION, 1) + 1
     name = f"{base_name(old.study_name)}@v{version}"
@@ -171,17 +186,21 @@ def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpa
     return new
 
 
-def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace,
+def copy_into_space(trial: FrozenTrial, old_name: str, old_space: StudySpace, new_space: StudySpace,
                     mark: str = COPIED_FROM) -> FrozenTrial | None:
     """``trial`` re-expressed in the new space's distributions (user attr ``mark``: where it came from), or
-    None if its configuration lies outside the new space."""
-    values = {name: getattr(old_space, name).value for name in SearchSpace.model_fields}
-    values.update({k: v for k, v in trial.params.items() if k in values})
-    values.update({k: trial.user_attrs[k] for k in (LORA_ALPHA, USE_RSLORA) if k in trial.user_attrs})
+    None if its configuration lies outside the new space.
+
+    Inside means: the new space can sample parameters that train it with the same settings, in every
+    setting that either space searches (the five essentials, and what each searches of lora:/training:).
+    """
     try:
-        replay = _Replay(new_space.to_optuna_params(values))
-        new_space.sample(replay)
+        settings = old_space.settings(old_space.params.sample(_Replay(trial.params)))
+        replay = _Replay(new_space.params.to_optuna_params(new_space.values_of(settings)))
+        again = new_space.settings(new_space.params.sample(replay))
     except (ValueError, KeyError):
+        return None
+    if not same_settings(settings, again, old_space.searched_settings() | new_space.searched_settings()):
         return None
     return FrozenTrial(
         number=0, trial_id=0, state=trial.state, value=trial.value, values=None,

@@ -17,10 +17,10 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
-from sweep.schema.search_space import SearchSpace
 from sweep.schema.study_file import Study
+from sweep.schema.study_space import StudySpace
 from sweep.study.storage import default_storage_url, open_study
-from sweep.study.study_versions import INCOMPARABLE, changes, copy_into_space, newest_version
+from sweep.study.study_versions import changes, copy_into_space, incomparable, newest_version
 from sweep.study.trial_attrs import CONFIG, WARM_START_FROM, WARM_START_TRIALS
 
 
@@ -63,13 +63,14 @@ def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str 
     if recorded is None:
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r} was not made by the sweep "
                         "(it records no study file)")
-    old_space = SearchSpace.model_validate(recorded["search"]["params"])
+    old_space = StudySpace.recorded(recorded)
     finished = earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    copies = [c for c in (copy_into_space(t, name, old_space, study.config.search.params, WARM_START_FROM)
+    copies = [c for c in (copy_into_space(t, name, old_space, study.config.space, WARM_START_FROM)
                           for t in finished) if c is not None]
     optuna_study.add_trials(copies)
     optuna_study.set_user_attr(WARM_START_TRIALS, len(copies))
-    differ = [c.key for c in changes(recorded, study.config.model_dump(mode="json")) if c.key.startswith(INCOMPARABLE)]
+    current = study.config.model_dump(mode="json")
+    differ = [c.key for c in incomparable(changes(recorded, current), recorded, current)]
     say(f"warm start: {len(copies)} of {len(finished)} finished trials of {name} copied in (those inside this "
         "space); they do not count towards n_trials"
         + (f"; note that {', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''} differ, so their losses "
