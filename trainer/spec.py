@@ -3,7 +3,8 @@
 The orchestrator writes a :class:`TrialSpec` as ``spec.json`` in the trial's folder and starts
 ``python -m trainer spec.json``; the trainer validates it first thing. The same section models
 (``model``, ``data``, ``lora``, ``training``) are what a study file's sections hold, so a study file
-and a trial spec read alike. This module imports pydantic only.
+and a trial spec read alike. This module imports pydantic only (and the plain-Python names of
+:mod:`trainer.chat_templates`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainer import chat_templates
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DTYPES = get_args(Dtype)  # also the choices of a merged model's dtype (trainer.merge, sweep export)
@@ -35,12 +38,18 @@ class ModelSpec(Strict):
     load_in_4bit: bool | None = Field(
         None, description="Quantise the base to 4 bits (QLoRA). Default: true on a GPU, false on CPU."
     )
-    chat_template: Literal["model", "llama-3"] = Field(
-        "model", description="'model' uses the tokenizer's own template; 'llama-3' sets the Llama-3 chat format."
+    chat_template: str = Field(
+        "model", description="'model': the tokenizer's own template; or a name of Unsloth's get_chat_template "
+                             "(chatml, llama-3, llama-3.1, mistral, gemma, phi-3, qwen-2.5, ...): trainer.chat_templates."
     )
     dtype: Dtype = Field(
         "auto", description="Compute dtype. 'auto': bfloat16 where the GPU supports it, float32 on CPU."
     )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, name: str) -> str:
+        return chat_templates.check_name(name)
 
 
 class DataSpec(Strict):
