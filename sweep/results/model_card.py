@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from sweep.checks.model_source import HUB_ID
 from sweep.study import trial_attrs as attrs
+from trainer.hf_cache import HUB_ID
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE
 
