@@ -3,8 +3,8 @@
 The orchestrator never imports transformers, so it cannot count tokens. Before it creates a study
 it runs this module in a subprocess with the study's ``model`` and ``data`` sections (a
 :class:`LengthCheck` as JSON on stdin). Loading only the tokenizer and the model's config, it reads
-the rows as a trial does, through :func:`trainer.data_check.check_data` (JSONL files and ``datasets``
-folders, the ``eval_fraction`` split), applies the study's chat template as a trial does, and counts each row's tokens
+the rows as a trial does, through :func:`trainer.data_check.check_data` (JSONL files, ``datasets``
+folders and cached hub datasets, the ``eval_fraction`` split), applies the study's chat template as a trial does, and counts each row's tokens
 (:func:`trainer.chat_data.token_lengths`). The answer, a :class:`LengthReport`, is the one line
 this module prints on stdout (everything else it or the libraries print goes to stderr): per split,
 the rows, how many are longer than ``model.max_seq_length`` and the longest; or the key and the
@@ -65,11 +65,11 @@ def measure(check: LengthCheck) -> LengthReport:
     from trainer.chat_data import TemplateError, check_turns, set_chat_template, token_lengths
     from trainer.data_check import check_data
     from trainer.rows import RowError
-    from trainer.trial_data import read_folder
+    from trainer.trial_data import READER
 
     tokenizer = _load_tokenizer(check.model)
     try:
-        rows = check_data(check.data, read_folder=read_folder)
+        rows = check_data(check.data, reader=READER)
         train, evaluation, fmt = rows.train, rows.eval, rows.format
     except RowError as e:
         raise Unusable(e.key, str(e)) from None
