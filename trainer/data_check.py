@@ -64,8 +64,9 @@ class Source:
 def sources(data: DataSpec) -> list[Source]:
     """The train source, then the eval source where there is one (``eval``, or train's dataset with ``eval_split``)."""
     found = [Source("data.train", data.train, "data.train_split", data.train_split)]
-    if data.eval_source is not None:
-        found.append(Source("data.eval", data.eval_source, "data.eval_split", data.eval_split))
+    if data.eval_source is not None:  # named by the key that holds its value: data.train for train's dataset
+        key = "data.eval" if data.eval is not None else "data.train"
+        found.append(Source(key, data.eval_source, "data.eval_split", data.eval_split))
     return found
 
 

@@ -191,3 +191,13 @@ def _env() -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_an_eval_split_of_a_local_train_file_names_the_file(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in TRAIN))
+    with pytest.raises(RowError) as refused:
+        check_data(DataSpec(train=str(data), eval_split="test"))
+    assert (refused.value.key, str(refused.value)) == (
+        "data.eval_split", f"'test' picks a split of a Hugging Face dataset id, and data.train is the local file "
+                           f"{data}; remove it")
