@@ -143,3 +143,12 @@ def test_snapshot_is_what_the_installed_unsloth_names():
     entries = chat_templates.from_unsloth(chat_templates.load_unsloth_module(package))
     snapshot = json.loads(chat_templates.SNAPSHOT.read_text(encoding="utf-8"))["templates"]
     assert entries == snapshot, "refresh it: python -m trainer.chat_templates"
+
+
+def test_snapshot_comes_from_the_unsloth_the_gpu_extra_pins():
+    import tomllib
+
+    extra = tomllib.loads((chat_templates.SNAPSHOT.parents[1] / "pyproject.toml").read_text())
+    (pin,) = [r for r in extra["project"]["optional-dependencies"]["gpu"] if r.startswith("unsloth==")]
+    source = json.loads(chat_templates.SNAPSHOT.read_text(encoding="utf-8"))["source"]
+    assert source.startswith(f"unsloth {pin.removeprefix('unsloth==')},"), "refresh it: python -m trainer.chat_templates"
