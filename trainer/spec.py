@@ -63,7 +63,7 @@ class DataSpec(Strict):
     )
     split_seed: int = Field(42, description="Seed of the train/eval split.")
     subset: str | None = Field(
-        None, description="Subset (configuration) of the dataset id(s), as load_dataset's second argument (axolotl's name)."
+        None, min_length=1, description="Subset (configuration) of the dataset id(s), as load_dataset's second argument (axolotl's name)."
     )
     train_split: str | None = Field(None, min_length=1, description="Split of the dataset id of train (default: train).")
     eval_split: str | None = Field(
