@@ -2,19 +2,18 @@
 
 Masking works for any chat template, with no ``{% generation %}`` markers needed: each assistant
 turn's characters are found by rendering the conversation up to that turn with and without it,
-and tokens whose first character falls inside such a span keep their label; all others get -100.
+and tokens that overlap such a span keep their label; all others get -100 (a token that straddles
+the start of an answer, like `` S`` after ``Assistant:``, belongs to the answer). Templates that
+render a shorter conversation as other than a prefix of the longer one (Qwen-3's and gpt-oss's drop
+earlier turns' reasoning) are refused for response-only loss with a :class:`TemplateError`.
 The result is a pre-tokenized dataset (``input_ids``, ``labels``) that TRL's SFTTrainer uses as is.
 """
 
 from __future__ import annotations
 
+from trainer import chat_templates
 from trainer.rows import as_messages
 
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>"
-    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
 IGNORE = -100
 
 
@@ -23,21 +22,38 @@ class TemplateError(ValueError):
 
 
 def set_chat_template(tokenizer, which: str, needs_template: bool) -> None:
-    """Apply the study's choice of chat template; fail clearly if chat data meets a tokenizer without one."""
-    if which == "llama-3":
-        tokenizer.chat_template = LLAMA3_TEMPLATE
+    """Apply the study's choice of chat template; fail clearly if chat data meets a tokenizer without one.
+
+    ``which`` is ``model`` (keep the tokenizer's own) or a name of :mod:`trainer.chat_templates`.
+    """
+    if which != chat_templates.OWN:
+        tokenizer.chat_template = chat_templates.template_for(which, tokenizer).template
     elif needs_template and not getattr(tokenizer, "chat_template", None):
         raise TemplateError(
-            "the tokenizer has no chat template, but the data is chat: set model.chat_template: llama-3 "
-            "in the study file, or use a tokenizer that has one"
+            "the tokenizer has no chat template, but the data is chat: set model.chat_template: llama-3 (or "
+            "another of Unsloth's template names, e.g. chatml) in the study file, or use a tokenizer that has one"
         )
     if tokenizer.pad_token is None:
         pad = "<|finetune_right_pad_id|>"
         tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token
 
 
+def stop_word(which: str, tokenizer) -> str | None:
+    """The text that ends an assistant turn of template ``which`` when it is not the tokenizer's own eos token
+    (generation should stop there too), else None."""
+    if which == chat_templates.OWN:
+        return None
+    stop = chat_templates.template_for(which, tokenizer).stop
+    return None if stop in (chat_templates.EOS_TOKEN, tokenizer.eos_token) else stop
+
+
 def _render(tokenizer, messages, add_generation_prompt=False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    from jinja2 import TemplateError as JinjaError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except JinjaError as e:  # the template's raise_exception: e.g. a role it does not take
+        raise TemplateError(f"the chat template cannot render this conversation: {e}") from None
 
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -50,7 +66,9 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
         before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
         upto = _render(tokenizer, messages[: i + 1])
         if not upto.startswith(before) or not text.startswith(upto):
-            raise TemplateError("the chat template does not render a conversation as a prefix of its continuation")
+            raise TemplateError("the chat template does not render a conversation as a prefix of its continuation "
+                                "(it rewrites earlier turns), so the assistant turns cannot be found; choose "
+                                "another model.chat_template or set data.train_on_responses_only: false")
         spans.append((len(before), len(upto)))
     return text, spans
 
@@ -63,8 +81,8 @@ def encode_messages(tokenizer, messages: list[dict], responses_only: bool, max_l
     if not responses_only:
         return {"input_ids": ids, "labels": list(ids)}
     labels = [
-        tok if any(start <= begin < end for start, end in spans) else IGNORE
-        for tok, (begin, _) in zip(ids, enc["offset_mapping"], strict=True)
+        tok if any(begin < stop and finish > start for start, stop in spans) else IGNORE
+        for tok, (begin, finish) in zip(ids, enc["offset_mapping"], strict=True)
     ]
     return {"input_ids": ids, "labels": labels}
 
@@ -85,9 +103,23 @@ def token_lengths(tokenizer, rows: list[dict], fmt: str, batch: int = 256) -> li
             ids = tokenizer([row["text"] for row in chunk], add_special_tokens=True)["input_ids"]
             lengths += [len(i) + 1 for i in ids]
         else:
-            texts = [_render(tokenizer, as_messages(row, fmt)) for row in chunk]
+            texts = [_numbered(_render, start + i, tokenizer, as_messages(row, fmt)) for i, row in enumerate(chunk)]
             lengths += [len(i) for i in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return lengths
+
+
+def check_turns(tokenizer, rows: list[dict], fmt: str) -> None:
+    """Raise :class:`TemplateError` naming the first row whose assistant turns the template does not let
+    :func:`assistant_spans` find (what response-only loss needs)."""
+    for index, row in enumerate(rows):
+        _numbered(assistant_spans, index, tokenizer, as_messages(row, fmt))
+
+
+def _numbered(function, index: int, *args):
+    try:
+        return function(*args)
+    except TemplateError as e:
+        raise TemplateError(f"row {index + 1}: {e}") from None
 
 
 def encode_rows(tokenizer, rows: list[dict], fmt: str, responses_only: bool, max_len: int) -> list[dict]:

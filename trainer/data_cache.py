@@ -1,8 +1,9 @@
 """A per-study cache of the tokenised, masked datasets, keyed by everything they depend on.
 
 Tokenising and masking a large chat set takes as long as several training steps, and every trial of a
-study does the same work. The key hashes: the data files' bytes, the data section of the spec, the
-maximum sequence length, the tokenizer (its full serialisation and chat template), and the source of
+study does the same work. The key hashes: the data files' bytes (for a Hugging Face dataset id: the
+id, subset and split and the fingerprint ``datasets`` gives the cached split, which changes with
+the revision the cache holds), the data section of the spec, the maximum sequence length, the tokenizer (its full serialisation and chat template), and the source of
 the modules that read and encode rows. Change any of them and the key changes, so a stale entry is
 never read. Entries are written under a temporary name and renamed into place.
 """
@@ -21,22 +22,35 @@ from trainer.spec import TrialSpec
 def cache_key(spec: TrialSpec, tokenizer) -> str:
     """A hex digest of what the encoded train and eval sets depend on."""
     import trainer.chat_data
+    import trainer.chat_templates
     import trainer.data_check
+    import trainer.hub_data
     import trainer.rows
     import trainer.trial_data
 
     h = hashlib.sha256()
-    for path in (spec.data.train, spec.data.eval):
-        if path is not None:
-            _hash_path(h, Path(path))
+    for source in trainer.data_check.sources(spec.data):
+        if source.hub:
+            h.update(f"{source.key}\0{source.value}\0{_hub_fingerprint(spec, source)}\n".encode())
+        else:
+            _hash_path(h, Path(source.value))
     h.update(spec.data.model_dump_json(exclude={"train", "eval"}).encode())
     h.update(str(spec.model.max_seq_length).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
     h.update(json.dumps([tokenizer.chat_template, tokenizer.pad_token, tokenizer.eos_token]).encode())
-    for module in (trainer.chat_data, trainer.data_check, trainer.rows, trainer.trial_data):
+    for module in (trainer.chat_data, trainer.chat_templates, trainer.data_check, trainer.hub_data, trainer.rows,
+                   trainer.trial_data):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()[:24]
+
+
+def _hub_fingerprint(spec: TrialSpec, source) -> str:
+    from trainer.hub_data import DEFAULT_SPLIT, find_cached, load_split
+
+    cached = find_cached(source.value, spec.data.subset, source.key)
+    split = source.split or DEFAULT_SPLIT
+    return f"{cached.folder}\0{load_split(cached, spec.data.subset, split, source.split_key)._fingerprint}"
 
 
 def _hash_path(h, path: Path) -> None:

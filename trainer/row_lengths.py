@@ -3,13 +3,14 @@
 The orchestrator never imports transformers, so it cannot count tokens. Before it creates a study
 it runs this module in a subprocess with the study's ``model`` and ``data`` sections (a
 :class:`LengthCheck` as JSON on stdin). Loading only the tokenizer and the model's config, it reads
-the rows as a trial does, through :func:`trainer.data_check.check_data` (JSONL files and ``datasets``
-folders, the ``eval_fraction`` split), applies the study's chat template as a trial does, and counts each row's tokens
+the rows as a trial does, through :func:`trainer.data_check.check_data` (JSONL files, ``datasets``
+folders and cached hub datasets, the ``eval_fraction`` split), applies the study's chat template as a trial does, and counts each row's tokens
 (:func:`trainer.chat_data.token_lengths`). The answer, a :class:`LengthReport`, is the one line
 this module prints on stdout (everything else it or the libraries print goes to stderr): per split,
 the rows, how many are longer than ``model.max_seq_length`` and the longest; or the key and the
 problem of an input no trial could use (a model that is not a causal LM, a tokenizer without a
-chat template for chat rows, rows in no known format, 4-bit loading on a host without a GPU).
+chat template for chat rows, a template that cannot render a row or, for response-only loss, lets
+its assistant turns not be found, rows in no known format, 4-bit loading on a host without a GPU).
 
 Example::
 
@@ -61,14 +62,14 @@ class Unusable(ValueError):
 
 def measure(check: LengthCheck) -> LengthReport:
     """Read the rows and the tokenizer as a trial does and count the tokens of every row."""
-    from trainer.chat_data import TemplateError, set_chat_template, token_lengths
+    from trainer.chat_data import TemplateError, check_turns, set_chat_template, token_lengths
     from trainer.data_check import check_data
     from trainer.rows import RowError
-    from trainer.trial_data import read_folder
+    from trainer.trial_data import READER
 
     tokenizer = _load_tokenizer(check.model)
     try:
-        rows = check_data(check.data, read_folder=read_folder)
+        rows = check_data(check.data, reader=READER)
         train, evaluation, fmt = rows.train, rows.eval, rows.format
     except RowError as e:
         raise Unusable(e.key, str(e)) from None
@@ -76,9 +77,16 @@ def measure(check: LengthCheck) -> LengthReport:
         set_chat_template(tokenizer, check.model.chat_template, needs_template=fmt != "text")
     except TemplateError as e:
         raise Unusable("model.chat_template", f"{check.model.chat_template!r} is not allowed here: {e}") from None
+    responses_only = check.data.train_on_responses_only
+    responses_only = fmt != "text" if responses_only is None else responses_only
     splits = []
     for key, rows in (("data.train", train), ("data.eval", evaluation)):
-        lengths = token_lengths(tokenizer, rows, fmt)
+        try:
+            lengths = token_lengths(tokenizer, rows, fmt)
+            if responses_only:
+                check_turns(tokenizer, rows, fmt)
+        except TemplateError as e:
+            raise Unusable("model.chat_template", f"{check.model.chat_template!r} on {key}: {e}") from None
         splits.append(SplitLengths(key=key, rows=len(rows), longest=max(lengths), shortest=min(lengths),
                                    over=sum(n > check.model.max_seq_length for n in lengths)))
     return LengthReport(splits=splits)

@@ -2,13 +2,15 @@
 
 After training, a trial answers the first ``samples.count`` eval prompts (greedy unless
 ``samples.temperature`` is set); each sample records the prompt, the reference answer from the
-data and the model's answer. chrF (sacrebleu's ``CHRF``: character 6-grams, recall weighted
+data and the model's answer; an answer ends where the chat template ends an assistant turn (its stop
+word, also where it is not the tokenizer's end-of-sequence token). chrF (sacrebleu's ``CHRF``: character 6-grams, recall weighted
 twice, 0 to 100) compares the answers with the references over all samples at once (corpus level),
 so a trial that learned the task scores higher even where its eval loss is close to another's.
 """
 
 from __future__ import annotations
 
+from trainer.chat_data import stop_word
 from trainer.spec import TrialSpec
 
 
@@ -49,9 +51,24 @@ def _generate(spec: TrialSpec, model, tokenizer, prompts: list[str]) -> list[str
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=spec.samples.max_new_tokens, do_sample=not greedy,
                              temperature=None if greedy else spec.samples.temperature,
-                             pad_token_id=tokenizer.pad_token_id)
+                             pad_token_id=tokenizer.pad_token_id, **_stops(spec, model, tokenizer))
     start = batch["input_ids"].shape[1]
-    return [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in out]
+    stop = stop_word(spec.model.chat_template, tokenizer)
+    answers = [tokenizer.decode(row[start:], skip_special_tokens=True) for row in out]
+    return [(answer.split(stop, 1)[0] if stop else answer).strip() for answer in answers]
+
+
+def _stops(spec: TrialSpec, model, tokenizer) -> dict:
+    """generate()'s arguments that end an answer at the template's stop word as well as at eos."""
+    stop = stop_word(spec.model.chat_template, tokenizer)
+    if stop is None:
+        return {}
+    ids = tokenizer(stop, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:  # not one token of this vocabulary: stop on the text
+        return {"stop_strings": [stop], "tokenizer": tokenizer}
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return {"eos_token_id": [*eos, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []), ids[0]]}
 
 
 def chrf(samples: list[dict[str, str]]) -> float | None:

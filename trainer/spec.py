@@ -3,7 +3,8 @@
 The orchestrator writes a :class:`TrialSpec` as ``spec.json`` in the trial's folder and starts
 ``python -m trainer spec.json``; the trainer validates it first thing. The same section models
 (``model``, ``data``, ``lora``, ``training``) are what a study file's sections hold, so a study file
-and a trial spec read alike. This module imports pydantic only.
+and a trial spec read alike. This module imports pydantic only (and the plain-Python names of
+:mod:`trainer.chat_templates`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainer import chat_templates
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 DTYPES = get_args(Dtype)  # also the choices of a merged model's dtype (trainer.merge, sweep export)
@@ -37,23 +40,37 @@ class ModelSpec(Strict):
     load_in_4bit: bool | None = Field(
         None, description="Quantise the base to 4 bits (QLoRA). Default: true on a GPU, false on CPU."
     )
-    chat_template: Literal["model", "llama-3"] = Field(
-        "model", description="'model' uses the tokenizer's own template; 'llama-3' sets the Llama-3 chat format."
+    chat_template: str = Field(
+        "model", description="'model': the tokenizer's own template; or a name of Unsloth's get_chat_template "
+                             "(chatml, llama-3, llama-3.1, mistral, gemma, phi-3, qwen-2.5, ...): trainer.chat_templates."
     )
     dtype: Dtype = Field(
         "auto", description="Compute dtype. 'auto': bfloat16 where the GPU supports it, float32 on CPU."
     )
 
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, name: str) -> str:
+        return chat_templates.check_name(name)
+
 
 class DataSpec(Strict):
-    """Training and evaluation data."""
+    """Training and evaluation data: local files, or Hugging Face dataset ids read from this host's cache."""
 
-    train: str = Field(description="JSONL file or a `datasets` folder saved with save_to_disk.")
-    eval: str | None = Field(None, description="Separate eval set (JSONL or folder). Exclusive with eval_fraction.")
+    train: str = Field(description="JSONL file, a `datasets` folder saved with save_to_disk, or a Hugging Face "
+                                   "dataset id (org/name) already in the local cache (trainer.hub_data).")
+    eval: str | None = Field(None, description="Separate eval set (file, folder or dataset id). Exclusive with eval_fraction.")
     eval_fraction: float | None = Field(
         None, gt=0.0, lt=1.0, description="Fraction of the train rows split off as eval set, with split_seed."
     )
     split_seed: int = Field(42, description="Seed of the train/eval split.")
+    subset: str | None = Field(
+        None, min_length=1, description="Subset (configuration) of the dataset id(s), as load_dataset's second argument (axolotl's name)."
+    )
+    train_split: str | None = Field(None, min_length=1, description="Split of the dataset id of train (default: train).")
+    eval_split: str | None = Field(
+        None, min_length=1, description="Split of the dataset id of eval, or of train's when eval is not given (e.g. test)."
+    )
     format: Literal["auto", "chat", "sharegpt", "alpaca", "text"] = Field(
         "auto", description="Row format: chat `messages`, sharegpt `conversations`, alpaca `instruction`/`output`, or `text`."
     )
@@ -63,13 +80,20 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _one_eval_source(self) -> DataSpec:
-        if self.eval is not None and self.eval_fraction is not None:
-            raise ValueError("give either eval or eval_fraction, not both")
-        if self.eval is None and self.eval_fraction is None:
-            raise ValueError("an eval set is needed: give eval (a file) or eval_fraction (e.g. 0.1)")
+        if self.eval_fraction is not None and (self.eval is not None or self.eval_split is not None):
+            given = "eval" if self.eval is not None else "eval_split"
+            raise ValueError(f"give either {given} or eval_fraction, not both")
+        if self.eval is None and self.eval_fraction is None and self.eval_split is None:
+            raise ValueError("an eval set is needed: give eval (a file or dataset id), eval_split (a split of "
+                             "train's dataset, e.g. test) or eval_fraction (e.g. 0.1)")
         if self.format == "text" and self.train_on_responses_only:
             raise ValueError("train_on_responses_only needs chat or alpaca rows, not text")
         return self
+
+    @property
+    def eval_source(self) -> str | None:
+        """Where the eval rows come from: ``eval``, or ``train``'s dataset when only ``eval_split`` is given."""
+        return self.eval if self.eval is not None or self.eval_split is None else self.train
 
 
 class LoraFixed(Strict):

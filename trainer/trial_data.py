@@ -1,7 +1,8 @@
 """A trial's data, from the study's files to the tokenised datasets its Trainer takes.
 
 The rows are read and checked by :func:`trainer.data_check.check_data` (the orchestrator's
-pre-flight check runs the same function, so both refuse the same data with the same words), then
+pre-flight check runs the same function, so both refuse the same data with the same words; here
+``datasets`` reads the saved folders and hub datasets, :class:`DatasetsReader`), then
 encoded with the chat template and response-only labels (:mod:`trainer.chat_data`), through the
 study's cache of encoded datasets when the spec names one (:mod:`trainer.data_cache`).
 """
@@ -11,20 +12,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.data_check import check_data
+from trainer.hub_data import CachedDataset, load_split
 from trainer.spec import TrialSpec
+
+
+class DatasetsReader:
+    """The :class:`trainer.data_check.Reader` of trainers and the tokenizer check: reads with ``datasets``."""
+
+    def folder(self, path: str) -> list[dict]:
+        """The rows of a folder saved with ``datasets``' ``save_to_disk``."""
+        from datasets import load_from_disk
+
+        return load_from_disk(path).to_list()
+
+    def hub(self, cached: CachedDataset, subset: str | None, split: str, split_key: str) -> list[dict]:
+        """The rows of one split of a hub dataset in this host's cache."""
+        return load_split(cached, subset, split, split_key).to_list()
+
+
+READER = DatasetsReader()
 
 
 def load_rows(spec: TrialSpec) -> tuple[list[dict], list[dict], str]:
     """Train and eval rows and their shared format; raises RowError for data the trial cannot use."""
-    rows = check_data(spec.data, read_folder=read_folder)
+    rows = check_data(spec.data, reader=READER)
     return rows.train, rows.eval, rows.format
-
-
-def read_folder(path: str) -> list[dict]:
-    """The rows of a folder saved with ``datasets``' ``save_to_disk``."""
-    from datasets import load_from_disk
-
-    return load_from_disk(path).to_list()
 
 
 def encode(spec: TrialSpec, tokenizer, train_rows: list[dict], eval_rows: list[dict], fmt: str):

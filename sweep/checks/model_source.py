@@ -9,8 +9,9 @@ it fails. ``model.name_or_path`` is read as:
 * otherwise a hub id (``org/name``, or a bare ``name``): the Hugging Face cache must hold a snapshot
   of it with ``config.json`` (download it first, e.g. ``hf download org/name``).
 
-The cache folder is the one ``huggingface_hub`` uses: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
-``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``.
+The cache folder is the one ``huggingface_hub`` uses (:func:`trainer.hf_cache.hub_cache_dir`):
+``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else
+``~/.cache/huggingface/hub``.
 
 Example::
 
@@ -21,36 +22,20 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # org/name, or a bare name like gpt2
-PATH_PREFIXES = ("/", "./", "../", "~")
+from trainer.hf_cache import hub_cache_dir, hub_offline, looks_like_path
 
 
 class ModelNotFound(ValueError):
     """``name_or_path`` is neither a model folder nor a cached hub model; the message says where it looked."""
 
 
-def hub_cache_dir(environ=os.environ) -> Path:
-    """The Hugging Face hub cache folder, chosen as ``huggingface_hub`` chooses it."""
-    if environ.get("HF_HUB_CACHE"):
-        return Path(environ["HF_HUB_CACHE"]).expanduser()
-    if environ.get("HF_HOME"):
-        return Path(environ["HF_HOME"]).expanduser() / "hub"
-    cache = Path(environ["XDG_CACHE_HOME"]).expanduser() if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return cache / "huggingface" / "hub"
-
-
-def hub_offline(environ=os.environ) -> bool:
-    return environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def resolve_model(name_or_path: str, base: Path, environ=os.environ) -> str:
     """An absolute folder for a local model, the hub id itself for a cached one; else :class:`ModelNotFound`."""
     local = Path(name_or_path).expanduser()
     local = local if local.is_absolute() else base / local
-    if _looks_like_path(name_or_path, local, base):
+    if looks_like_path(name_or_path, base):
         if local.is_dir() and (local / "config.json").is_file():
             return str(local)
         found = "has no config.json" if local.is_dir() else "is not a folder" if local.exists() else "does not exist"
@@ -64,8 +49,3 @@ def resolve_model(name_or_path: str, base: Path, environ=os.environ) -> str:
     raise ModelNotFound(f"neither a model folder ({local} does not exist) nor in the Hugging Face cache "
                         f"({cached} has no snapshot with config.json); give a local model folder, or {how}")
 
-
-def _looks_like_path(value: str, local: Path, base: Path) -> bool:
-    if value.startswith(PATH_PREFIXES) or value in (".", "..") or not HUB_ID.match(value) or local.exists():
-        return True
-    return local.parent != base and local.parent.is_dir()  # models/tiny-lama beside an existing models/

@@ -2,7 +2,8 @@
 
 The data: :func:`trainer.data_check.check_data`, the same check the trainer makes (JSONL files are
 read here: UTF-8, one known row format, non-empty train and eval sets); a folder must be a dataset
-saved with ``datasets``, and its rows are read by the check against the tokenizer
+saved with ``datasets``, a Hugging Face dataset id must be in this host's caches (looked for by
+their files, :mod:`trainer.hub_data`), and their rows are read by the check against the tokenizer
 (:mod:`sweep.checks.token_check`, a subprocess that may import ``datasets`` and runs the same check). The
 folders: the runs folder and an SQLite database's folder must be writable. Nothing here writes
 anything; :func:`sweep.run.runner.run_study` runs these, then :func:`sweep.study.storage.check_database_file`,

@@ -9,7 +9,7 @@ rows are longer gets a warning. The subprocess reads hub models from the cache o
 
 The subprocess takes a few seconds (importing transformers imports torch), so its answer is kept
 in the study's cache folder once the study exists, keyed by the model and data sections, the
-files behind them (names, sizes, modification times), this host and the code that reads and
+files behind them (names, sizes, modification times; of a hub dataset, those of its cached copy), this host and the code that reads and
 counts rows; a later run on the same inputs (a resume, another worker) reads it instead.
 
 Example::
@@ -29,14 +29,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sweep.checks.model_source import hub_cache_dir
 from sweep.errors import UserError
 from sweep.launch.trainer_process import PROJECT_ROOT, child_env
 from sweep.schema.study_file import Study
+from trainer.data_check import sources
+from trainer.hf_cache import hub_cache_dir
+from trainer.hub_data import find_cached
 from trainer.row_lengths import LengthCheck, LengthReport
+from trainer.rows import RowError
 
 CODE = ("trainer/rows.py", "trainer/data_check.py", "trainer/trial_data.py", "trainer/chat_data.py",
-        "trainer/row_lengths.py")  # what decides the answer
+        "trainer/row_lengths.py", "trainer/hub_data.py", "trainer/chat_templates.py",
+        "trainer/unsloth_chat_templates.json")  # what decides the answer
 
 
 def check_rows_fit(study: Study, folder: Path) -> Callable[[], None]:
@@ -93,7 +97,16 @@ def _inputs_key(check: LengthCheck) -> str:
     model = check.model.name_or_path
     model_files = Path(model) if Path(model).is_absolute() else \
         hub_cache_dir() / f"models--{model.replace('/', '--')}" / "snapshots"
-    for path in (model_files, *(Path(p) for p in (check.data.train, check.data.eval) if p)):
+    paths = [model_files]
+    for source in sources(check.data):
+        if not source.hub:
+            paths.append(Path(source.value))
+            continue
+        try:  # a hub dataset: the files of its cached copy
+            paths += find_cached(source.value, check.data.subset, source.key).files()
+        except RowError:  # not cached: the subprocess says so (the pre-flight check has already)
+            continue
+    for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             stat = file.stat()

@@ -1,6 +1,7 @@
 """Model cards (``README.md`` in the Hugging Face style) for an exported adapter and a merged model.
 
-The YAML front matter carries what the Hub reads (``base_model``, ``library_name``, ``tags``); the
+The YAML front matter carries what the Hub reads (``base_model``, ``datasets`` where the data are hub
+dataset ids, ``library_name``, ``tags``); the
 text says how the model was made: the study, the trial, its parameters and its eval loss, so an
 adapter found on disk months later can be traced to its configuration.
 
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from sweep.checks.model_source import HUB_ID
 from sweep.study import trial_attrs as attrs
+from trainer.data_check import sources
+from trainer.hf_cache import HUB_ID
+from trainer.hub_data import DEFAULT_SPLIT
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE
 
@@ -55,11 +58,15 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
     backend = recorded.get(attrs.BACKEND) or spec.backend
     tags = [*TAGS, *(extra_tags or []), *(["unsloth"] if backend == "unsloth" else [])]
     base = base_model(spec.model.name_or_path)
-    front = yaml.safe_dump({"base_model": base, "library_name": library,
-                            "pipeline_tag": "text-generation", "tags": tags}, sort_keys=False)
+    hub_sets = list(dict.fromkeys(source.value for source in sources(spec.data) if source.hub))
+    front = yaml.safe_dump({"base_model": base, **({"datasets": hub_sets} if hub_sets else {}),
+                            "library_name": library, "pipeline_tag": "text-generation", "tags": tags},
+                           sort_keys=False)
     rank = ("the best" if trial.number == best_number else f"one (the best is #{best_number})") + \
         f" of {n_complete} complete trials"
-    eval_set = spec.data.eval or f"{spec.data.eval_fraction:g} of the training rows (split seed {spec.data.split_seed})"
+    train_set, *eval_source = (_data_text(spec, source) for source in sources(spec.data))
+    eval_set = eval_source[0] if eval_source else \
+        f"{spec.data.eval_fraction:g} of the training rows (split seed {spec.data.split_seed})"
     return (
         f"---\n{front}---\n\n"
         f"# {study_name}, trial {trial.number}: {kind} of {base}\n\n"
@@ -68,13 +75,21 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
         f"## Results\n\n| metric | value |\n| --- | --- |\n| eval loss | {trial.value:.4f} |\n"
         + _row("train loss", recorded.get(attrs.TRAIN_LOSS)) + _row("training steps", recorded.get(attrs.STEPS))
         + _row("training seconds", recorded.get(attrs.TRAIN_SECONDS)) + _row("backend", backend)
-        + f"\nEval set: `{eval_set}`.\n\n"
+        + f"\nEval set: {eval_set}.\n\n"
         "## How it was made\n\n| setting | value |\n| --- | --- |\n"
         + "".join(_row(name, value) for name, value in _settings(spec))
-        + f"\nTraining data: `{spec.data.train}` (row format: {spec.data.format}). The complete trial spec is in "
+        + f"\nTraining data: {train_set} (row format: {spec.data.format}). The complete trial spec is in "
         f"`{ADAPTER_SPEC_FILE}` beside this card.\n\n"
         f"## Usage\n\n{usage}"
     )
+
+
+def _data_text(spec: TrialSpec, source) -> str:
+    """A data source as the card names it: the file, or the hub dataset with its subset and split."""
+    if not source.hub:
+        return f"`{source.value}`"
+    subset = f", subset `{spec.data.subset}`" if spec.data.subset else ""
+    return f"the Hugging Face dataset `{source.value}`{subset}, split `{source.split or DEFAULT_SPLIT}`"
 
 
 def base_model(name_or_path: str) -> str:

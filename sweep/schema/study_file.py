@@ -3,7 +3,8 @@
 A study file holds the sections of a trial spec that stay fixed (``model``, ``data``, ``lora``,
 ``training``, ``samples``) plus ``search`` (the space and how to explore it) and ``execution``
 (limits per trial). Unknown keys are errors. Relative paths are resolved against the study file's
-own folder, so a study runs the same from any working directory.
+own folder, so a study runs the same from any working directory; a model or data value that is no
+path there and reads like a hub id (``org/name``) is kept as the id.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from sweep.schema.pruners import PrunerConfig
 from sweep.schema.samplers import SamplerConfig, grid_of
 from sweep.schema.search_space import CORE, SearchSpace
 from sweep.schema.study_space import StudySpace
+from trainer.hf_cache import looks_like_path
+from trainer.hub_data import looks_like_dataset_id
 from trainer.spec import GROUPED_OPTIMIZERS, DataSpec, LoraFixed, ModelSpec, SamplesSpec, Strict, TrainingFixed
 from trainer.worker import MAX_LEAK_MB, MAX_TRIALS
 
@@ -311,6 +314,8 @@ def _resolve_paths(path: Path, config: StudyFile) -> None:
             continue
         full = Path(value).expanduser()
         full = full if full.is_absolute() else base / full
+        if not full.exists() and looks_like_dataset_id(value) and not looks_like_path(value, base):
+            continue  # a Hugging Face dataset id: the pre-flight check looks for it in this host's caches
         if not full.exists():
             raise UserError(f"{path}: data.{key}: {value!r} does not exist (looked for {full})")
         setattr(config.data, key, str(full))

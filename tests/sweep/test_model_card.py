@@ -26,10 +26,10 @@ def model_folder(path: Path, name_or_path: str | None = None) -> Path:
     return path
 
 
-def card_of(name_or_path: str) -> tuple[dict, str]:
+def card_of(name_or_path: str, data: dict | None = None) -> tuple[dict, str]:
     spec = TrialSpec.model_validate({
         "study": "cards", "trial_number": 3, "params": {"r": 8},
-        "model": {"name_or_path": name_or_path}, "data": {"train": "train.jsonl", "eval_fraction": 0.1},
+        "model": {"name_or_path": name_or_path}, "data": data or {"train": "train.jsonl", "eval_fraction": 0.1},
         "lora": {"r": 8, "lora_alpha": 16}, "training": {"learning_rate": 0.01, "num_train_epochs": 1},
         "output_dir": "/tmp/unused",
     })
@@ -45,6 +45,17 @@ def test_a_hub_id_is_the_base_model():
     assert front["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in card
     assert "local folder" not in card
+
+
+def test_hub_datasets_are_named_with_their_split_and_listed_for_the_hub():
+    front, card = card_of("HuggingFaceTB/SmolLM2-135M-Instruct",
+                          {"train": "HuggingFaceH4/ultrachat_200k", "train_split": "train_sft", "eval_split": "test_sft"})
+    assert front["datasets"] == ["HuggingFaceH4/ultrachat_200k"]
+    assert "Training data: the Hugging Face dataset `HuggingFaceH4/ultrachat_200k`, split `train_sft` (row" in card
+    assert "Eval set: the Hugging Face dataset `HuggingFaceH4/ultrachat_200k`, split `test_sft`." in card
+    front, card = card_of("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert "datasets" not in front and "Training data: `train.jsonl` (row format: auto)" in card
+    assert "Eval set: 0.1 of the training rows (split seed 42)." in card
 
 
 def test_a_hugging_face_cache_snapshot_gives_its_hub_id(tmp_path):

@@ -84,8 +84,14 @@ def test_missing_required_section(tmp_path):
 
 
 def test_bad_choice_lists_the_allowed_values(tmp_path):
-    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("chat_template: llama-3", "chat_template: chatml")))
-    assert "model.chat_template" in line and "'chatml'" in line and "'model' or 'llama-3'" in line
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "training:\n  lr_scheduler_type: cosin\n"))
+    assert "training.lr_scheduler_type: 'cosin' is not allowed" in line and "'cosine'" in line
+
+
+def test_unknown_chat_template_gets_a_suggestion_and_the_known_names(tmp_path):
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY.replace("chat_template: llama-3", "chat_template: chatlm")))
+    assert "model.chat_template: 'chatlm' is not allowed: unknown chat template (did you mean 'chatml'?); " in line
+    assert "allowed: model (the tokenizer's own), unsloth, zephyr, chatml, " in line
 
 
 def test_eval_and_eval_fraction_are_exclusive(tmp_path):

@@ -33,3 +33,15 @@ def test_the_answer_is_kept_after_the_study_exists_and_read_while_inputs_stay(tm
     os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 10**9))  # the data changed
     check_rows_fit(study, folder)()
     assert len(list((folder / "cache").glob("row-lengths-*.json"))) == 2
+
+
+def test_a_template_that_hides_the_assistant_turns_is_refused_before_the_study(tmp_path):
+    path = write_study(tmp_path, "qwen", 2)
+    path.write_text(path.read_text().replace("chat_template: llama-3", "chat_template: qwen3"))
+    study = load_study(str(path))
+    with pytest.raises(UserError) as refused:  # qwen3 drops earlier turns' reasoning: no prefix renders
+        check_rows_fit(study, tmp_path / "runs" / "qwen")
+    assert str(refused.value).startswith(f"{path}: model.chat_template: 'qwen3' on data.train: row ")
+    assert "does not render a conversation as a prefix" in str(refused.value)
+    path.write_text(path.read_text().replace("data:\n", "data:\n  train_on_responses_only: false\n"))
+    check_rows_fit(load_study(str(path)), tmp_path / "runs" / "qwen")  # every token counts: nothing to find

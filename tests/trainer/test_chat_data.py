@@ -6,7 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.sweep.live_study import TINY_MODEL
-from trainer.chat_data import IGNORE, LLAMA3_TEMPLATE, TemplateError, encode_rows, set_chat_template
+from trainer.chat_data import IGNORE, TemplateError, encode_rows, set_chat_template
+from trainer.chat_templates import templates
 
 CHAT = {"messages": [
     {"role": "system", "content": "Du är hjälpsam."},
@@ -75,5 +76,5 @@ def test_tokenizer_without_template_and_chat_data_is_a_clear_error():
 def test_shipped_tokenizer_template_matches_the_llama3_template():
     tok = AutoTokenizer.from_pretrained(TINY_MODEL)
     messages = CHAT["messages"]
-    ours = tok.apply_chat_template(messages, tokenize=False, chat_template=LLAMA3_TEMPLATE)
+    ours = tok.apply_chat_template(messages, tokenize=False, chat_template=templates()["llama-3"].template)
     assert tok.apply_chat_template(messages, tokenize=False) == ours

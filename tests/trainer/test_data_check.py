@@ -16,7 +16,7 @@ from tests.sweep.live_study import run_trainer, write_study
 from trainer.data_check import DataRows, check_data
 from trainer.rows import RowError
 from trainer.spec import LoraSpec, TrainingSpec, TrialSpec
-from trainer.trial_data import read_folder
+from trainer.trial_data import READER
 from trainer.trial_folder import SPEC_FILE
 
 CHAT = {"messages": [{"role": "user", "content": "Hej"}, {"role": "assistant", "content": "Hej!"}]}
@@ -83,9 +83,9 @@ def test_a_saved_dataset_folder_is_checked_only_where_it_can_be_read(tmp_path):
     study = study_with(tmp_path, eval=None, eval_fraction=0.5, train=str(bad))
     assert check_data(study.config.data) is None  # the orchestrator: no `datasets`, left to the trainer
     with pytest.raises(RowError, match="row 1 is in none of the formats"):
-        check_data(study.config.data, read_folder=read_folder)
+        check_data(study.config.data, reader=READER)
     study.config.data.train = str(good)
-    assert check_data(study.config.data, read_folder=read_folder) == DataRows(train=[CHAT] * 2, eval=[CHAT] * 2,
+    assert check_data(study.config.data, reader=READER) == DataRows(train=[CHAT] * 2, eval=[CHAT] * 2,
                                                                                format="chat")
 
 
