@@ -21,9 +21,9 @@ def test_each_pruner_builds_with_its_defaults(name):
     assert type(build_pruner(PrunerConfig(name=name))) is OPTUNA_CLASS[name]
 
 
-def test_default_is_median_after_three_trials_from_the_third_point():
+def test_default_is_the_worst_quarter_after_three_trials_from_the_third_point():
     pruner = build_pruner(PrunerConfig())
-    assert isinstance(pruner, optuna.pruners.MedianPruner)
+    assert isinstance(pruner, optuna.pruners.PercentilePruner) and pruner._percentile == 75
     assert (pruner._n_startup_trials, pruner._n_warmup_steps, pruner._interval_steps) == (3, 3, 1)
 
 

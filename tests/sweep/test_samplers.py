@@ -85,6 +85,6 @@ def test_grid_sampler_needs_choices_and_no_conditional_rslora(tmp_path):
 
 
 def test_gp_sampler_is_refused_with_a_pruner(tmp_path):
-    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n"))  # the default pruner is median
-    assert "sampler gp with pruner median: the GP sampler learns only from completed trials" in line
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n"))  # the default pruner is percentile
+    assert "sampler gp with pruner percentile: the GP sampler learns only from completed trials" in line
     assert load_study(str(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n  pruner: {name: none}\n")))
