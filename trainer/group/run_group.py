@@ -68,7 +68,7 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
     import torch
 
     from trainer.backends import load_model, torch_dtype
-    from trainer.group.group_trainer import GroupTrainer
+    from trainer.group.group_trainer import new_group_trainer
 
     folders = folders or [TrialFolder(spec) for spec in specs]
     first = specs[0]
@@ -83,7 +83,8 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
         model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
         dtype = torch_dtype(first.model, device)
         targets = sorted({t for spec in specs for t in spec.lora.target_modules})
-        trainer = GroupTrainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+        trainer = new_group_trainer(model, tokenizer.pad_token_id, targets, matmul,
+                                    dtype if dtype != torch.float32 else None)
     except Exception as error:  # no base, no group: every trial ends with the reason
         traceback.print_exc()
         result = Result(status="bad_input", reason=_last_line(error)) if isinstance(error, ValueError) \
