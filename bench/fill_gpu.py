@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MATMULS = ("loop", "bmm", "stacked")  # trainer.group.multi_lora.MATMULS (not imported: --help stays instant)
 
 
 def main() -> int:
@@ -45,7 +46,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="chat JSONL rows (default: synthetic rows)")
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when there is one")
     parser.add_argument("--ks", default="1,2,4,8,16", help="group sizes to measure (empty: none)")
-    parser.add_argument("--matmul", default="loop,bmm", help="ways to apply the adapters (loop, bmm)")
+    parser.add_argument("--matmul", default="loop,bmm", help=f"ways to apply the adapters, among {','.join(MATMULS)}")
     parser.add_argument("--bare-batches", default="16,128", help="micro-batches of the bare TRL runs (empty: none)")
     parser.add_argument("--batch", type=int, default=16, help="micro-batch of each trial in a group")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
@@ -53,10 +54,21 @@ def main() -> int:
     parser.add_argument("--rows-tokens", type=int, default=64, help="synthetic rows: mean tokens a row")
     parser.add_argument("--r", type=int, default=16, help="LoRA rank")
     parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA base (bitsandbytes, GPU only)")
+    parser.add_argument("--length-multiple", type=int, default=1,
+                        help="stacked: pad each step's length up to a multiple of this (fewer shapes to compile)")
+    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                        help="stacked: torch.compile the decoder in this mode (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         parser.error(f"--steps must exceed --warmup, but got steps={args.steps}, warmup={args.warmup}")
+    unknown = [m for m in args.matmul.split(",") if m not in MATMULS]
+    if unknown:
+        parser.error(f"--matmul {args.matmul}: {unknown} not among {list(MATMULS)}")
+    if args.length_multiple < 1:
+        parser.error(f"--length-multiple must be at least 1, but got {args.length_multiple}")
 
     import torch
 
@@ -140,20 +152,26 @@ class Window:
         self.wall = time.perf_counter() - self.t0
 
 
-def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
-    """k trials in one GroupTrainer for ``args.steps`` steps."""
+def group_trainer(args, rows: list[dict], k: int, matmul: str):
+    """A group trainer on a fresh base with k trials of batch ``args.batch`` and rank ``args.r`` (learning rates
+    spread 1e-4..1e-3, seeds differ), each with ``args.steps`` + 1 steps of ``rows`` ahead."""
     import torch
 
     from trainer.events import EventWriter
     from trainer.group.batches import TrainOrder
-    from trainer.group.group_trainer import GroupTrainer
-    from trainer.group.member import log_progress
+    from trainer.group.group_trainer import new_group_trainer
     from trainer.spec import TrialSpec
 
     model, tokenizer = load(args)
     cuda = args.device == "cuda"
     _reset(cuda)
-    trainer = GroupTrainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None)
+    options = {}
+    if matmul == "stacked":
+        options = {"length_multiple": args.length_multiple, "compile_mode": args.compile}
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
+                                **options)
     folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))
     for i in range(k):
         spec = TrialSpec.model_validate({
@@ -165,15 +183,31 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
         })
         order = TrainOrder(rows, args.batch, 1, 100, args.steps + 1, spec.training.seed, tokenizer.pad_token_id)
         trainer.add(spec, order, [], EventWriter(folder / f"events-{i}.jsonl"), time.time()).start_at(0)
+    return trainer
+
+
+def group_step(trainer) -> int:
+    """One step of every member, as a group run does it (one read of all due losses); the real tokens trained."""
+    from trainer.group.member import log_progress
+
+    tokens = 0
+    for member, batch, loss in trainer.train_step():
+        member.after_backward(batch, loss)
+        tokens += batch.tokens
+    log_progress(trainer.members)
+    return tokens
+
+
+def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
+    """k trials in one group trainer for ``args.steps`` steps."""
+    trainer = group_trainer(args, rows, k, matmul)
     window, tokens, first = Window(args.device), 0, time.perf_counter()
     for step in range(1, args.steps + 1):
         if step == args.warmup + 1:
             window.start()
-        for member, batch, loss in trainer.train_step():
-            member.after_backward(batch, loss)
-            tokens += batch.tokens if step > args.warmup else 0
-        log_progress(trainer.members)  # as a group run logs: one read of all losses a step
+        trained = group_step(trainer)
         if step > args.warmup:
+            tokens += trained
             window.lap()
         if step == 1:
             first = time.perf_counter() - first

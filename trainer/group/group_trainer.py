@@ -21,6 +21,7 @@ from trainer.group.member import Member
 from trainer.group.multi_lora import Routing, Segment, attach_multi_lora, is_target, lora_scaling, peft_init
 from trainer.spec import TrialSpec
 
+HOST_INPUTS = "group::host_inputs"  # profiler range of the batch building on the CPU (bench/group_ops.py skips it)
 # configurations whose logits are not lm_head(hidden): the loss here computes lm_head itself
 LOGIT_CHANGES = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
@@ -92,9 +93,10 @@ class GroupTrainer:
     def train_step(self) -> list[tuple[Member, MicroBatch, torch.Tensor]]:
         """One forward and backward over a micro-batch of every member; the members step their optimizers after."""
         members = list(self.members)
-        batches = [m.next_batch() for m in members]
-        segments = _segments([m.slot for m in members], [(b.rows, b.length) for b in batches])
-        ids, mask = stack([(b.input_ids, b.attention_mask) for b in batches], self.pad_id)
+        with torch.profiler.record_function(HOST_INPUTS):
+            batches = [m.next_batch() for m in members]
+            segments = _segments([m.slot for m in members], [(b.rows, b.length) for b in batches])
+            ids, mask = stack([(b.input_ids, b.attention_mask) for b in batches], self.pad_id)
         targets = self._label_positions([b.labels for b in batches])
         self.model.train()
         with self.routing.route(segments), self._autocast():

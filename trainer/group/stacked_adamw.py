@@ -17,6 +17,8 @@ a member of a ``loop`` group writes (and each can resume the other's).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from trainer.group.group_trainer import to_device
@@ -82,15 +84,15 @@ def step_slots(stack: SlotStack, due: list[tuple[int, dict, float]]) -> torch.Te
     """Clip and step each ``(slot, param group, max_grad_norm)`` of ``due``, zero its gradients, leave the
     other slots as they are; returns the ``[S]`` column that is 0 for the stepped slots and 1 elsewhere."""
     # per slot: decay, 1 - beta1, 1 - beta2, -step size, sqrt(bias correction 2), eps, max norm, keep
-    table = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 1.0, float("inf"), 1.0]] * stack.capacity, dtype=torch.float64)
+    table = [[1.0, 0.0, 0.0, 0.0, 1.0, 1.0, math.inf, 1.0] for _ in range(stack.capacity)]
     for slot, group, max_norm in due:
         stack.steps[slot] += 1
         step, lr = stack.steps[slot], group["lr"]
         beta1, beta2 = group["betas"]
         # as torch's AdamW: bias corrections and step size in Python floats
-        table[slot] = torch.tensor([1 - lr * group["weight_decay"], 1 - beta1, 1 - beta2, -lr / (1 - beta1 ** step),
-                                    (1 - beta2 ** step) ** 0.5, group["eps"], max_norm, 0.0], dtype=torch.float64)
-    columns = to_device(table.T.to(stack.dtype).contiguous(), stack.device)
+        table[slot] = [1 - lr * group["weight_decay"], 1 - beta1, 1 - beta2, -lr / (1 - beta1 ** step),
+                       (1 - beta2 ** step) ** 0.5, group["eps"], max_norm, 0.0]
+    columns = to_device(torch.tensor(list(zip(*table, strict=True)), dtype=stack.dtype), stack.device)
     decay, weight1, weight2, step_size, correction2, eps, max_norm, keep = columns.unsqueeze(-1)
     weights, grads, exp_avg, exp_avg_sq = stack.buffers
     norms = torch.linalg.vector_norm(grads, dim=1, keepdim=True)

@@ -24,14 +24,12 @@ import torch
 from torch.nn import functional as F
 
 from trainer.group.batches import IGNORE, TrainOrder
-from trainer.group.group_trainer import GroupTrainer, to_device
+from trainer.group.group_trainer import HOST_INPUTS, GroupTrainer, to_device
 from trainer.group.member import Member, WindowLoss
 from trainer.group.multi_lora import lora_scaling, peft_init
 from trainer.group.stacked_adamw import SlotOptimizer, step_slots
 from trainer.group.stacked_lora import SlotStack, StackedRows
 from trainer.spec import TrialSpec
-
-HOST_INPUTS = "group::host_inputs"  # profiler range of the batch building on the CPU (bench/group_ops.py skips it)
 
 
 class StackedGroupTrainer(GroupTrainer):
@@ -88,10 +86,11 @@ class StackedGroupTrainer(GroupTrainer):
                                               [b.items for b in batches])
         rows = self._rows([m.slot for m in members])
         self.model.train()
-        with self.routing.stack(rows), self._autocast():
-            losses = self._losses(ids, mask, targets, len(members))
-        with torch.autograd.enforce_grad_layout_policy(False):  # the gradients are views of one flat buffer
-            losses.sum().backward()
+        with self.routing.stack(rows):  # the backward too: gradient checkpointing runs the layers again in it
+            with self._autocast():
+                losses = self._losses(ids, mask, targets, len(members))
+            with torch.autograd.enforce_grad_layout_policy(False):  # the gradients are views of one flat buffer
+                losses.sum().backward()
         window = self.stack.window_loss
         if rows.index is None:
             window.add_(losses.detach())
