@@ -58,7 +58,7 @@ def main() -> int:
                         help="stacked: pad each step's length up to a multiple of this (fewer shapes to compile)")
     parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                         help="stacked: torch.compile the decoder in this mode (reduce-overhead: CUDA graphs)")
-    parser.add_argument("--gradient-checkpointing", action="store_true",
+    parser.add_argument("--activation-checkpointing", action="store_true",
                         help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -167,9 +167,8 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
     _reset(cuda)
     options = {}
     if matmul == "stacked":
-        options = {"length_multiple": args.length_multiple, "compile_mode": args.compile}
-        if args.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
+                   "activation_checkpointing": args.activation_checkpointing}
     trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
                                 **options)
     folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))

@@ -37,13 +37,17 @@ class StackedGroupTrainer(GroupTrainer):
 
     ``length_multiple`` pads each step's length up to a multiple of it (fewer distinct shapes, for
     CUDA graphs or ``torch.compile``); ``compile_mode`` compiles the decoder with ``torch.compile``
-    in that mode (``"reduce-overhead"``: CUDA graphs), or None.
+    in that mode (``"reduce-overhead"``: CUDA graphs), or None; ``activation_checkpointing``
+    recomputes each decoder layer's activations in the backward (memory for long rows or many trials).
     """
 
     def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
-                 length_multiple: int = 1, compile_mode: str | None = None) -> None:
+                 length_multiple: int = 1, compile_mode: str | None = None,
+                 activation_checkpointing: bool = False) -> None:
         if length_multiple < 1:
             raise ValueError(f"length_multiple must be at least 1, but got {length_multiple=}")
+        if activation_checkpointing:
+            _enable_checkpointing(model)
         super().__init__(model, pad_id, targets, "stacked", autocast)
         weight = next(model.parameters())
         # adapters train in float32 beside a 16-bit base, as PEFT keeps them (multi_lora.add_adapter)
@@ -166,3 +170,13 @@ class StackedGroupTrainer(GroupTrainer):
             self._indices[key] = to_device(torch.tensor(slots), self.device)
         index = self._indices[key]
         return StackedRows(len(slots), index, scale.index_select(0, index).view(-1, 1, 1))
+
+
+def _enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing of ``model``'s decoder layers (the layers run again in the backward,
+    inside the step's routing), by transformers' name for it in this version."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
