@@ -19,6 +19,8 @@ would cost kernels per member.
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 
 import torch
 from torch.nn import functional as F
@@ -93,7 +95,7 @@ class StackedGroupTrainer(GroupTrainer):
         with self.routing.stack(rows):  # the backward too: gradient checkpointing runs the layers again in it
             with self._autocast():
                 losses = self._losses(ids, mask, targets, len(members))
-            with torch.autograd.enforce_grad_layout_policy(False):  # the gradients are views of one flat buffer
+            with _flat_gradients():
                 losses.sum().backward()
         window = self.stack.window_loss
         if rows.index is None:
@@ -180,3 +182,17 @@ def _enable_checkpointing(model) -> None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+
+@contextmanager
+def _flat_gradients():
+    """Where autograd adds gradients into views of the stack's flat gradient buffer: torch warns (once) that such
+    a view, strided like its parameter, breaks its layout contract; it is meant (torch >= 2.12 can be told so)."""
+    if hasattr(torch.autograd, "enforce_grad_layout_policy"):
+        with torch.autograd.enforce_grad_layout_policy(False):
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+        yield
