@@ -58,6 +58,8 @@ def main() -> int:
                         help="stacked: pad each step's length up to a multiple of this (fewer shapes to compile)")
     parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                         help="stacked: torch.compile the decoder in this mode (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--loss-chunk", type=int,
+                        help="stacked: tokens of the loss at a time, without keeping their logits (large vocabularies)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -69,6 +71,8 @@ def main() -> int:
         parser.error(f"--matmul {args.matmul}: {unknown} not among {list(MATMULS)}")
     if args.length_multiple < 1:
         parser.error(f"--length-multiple must be at least 1, but got {args.length_multiple}")
+    if args.loss_chunk is not None and args.loss_chunk < 1:
+        parser.error(f"--loss-chunk must be at least 1, but got {args.loss_chunk}")
 
     import torch
 
@@ -168,7 +172,7 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
     options = {}
     if matmul == "stacked":
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
-                   "activation_checkpointing": args.activation_checkpointing}
+                   "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk}
     trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
                                 **options)
     folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))

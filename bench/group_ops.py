@@ -84,7 +84,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     """Parsed options, with the settings bench/fill_gpu.py's helpers read (CPU, float32, synthetic rows)."""
     args = parser().parse_args(argv)
     args.device, args.data, args.load_in_4bit = "cpu", None, False
-    args.length_multiple, args.compile, args.activation_checkpointing = 1, None, False
+    args.length_multiple, args.compile, args.activation_checkpointing, args.loss_chunk = 1, None, False, None
     return args
 
 

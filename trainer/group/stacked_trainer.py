@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from trainer.group.batches import IGNORE, TrainOrder
+from trainer.group.chunked_loss import chunked_token_loss
 from trainer.group.group_trainer import HOST_INPUTS, GroupTrainer, to_device
 from trainer.group.member import Member, WindowLoss
 from trainer.group.multi_lora import lora_scaling, peft_init
@@ -40,21 +41,25 @@ class StackedGroupTrainer(GroupTrainer):
     ``length_multiple`` pads each step's length up to a multiple of it (fewer distinct shapes, for
     CUDA graphs or ``torch.compile``); ``compile_mode`` compiles the decoder with ``torch.compile``
     in that mode (``"reduce-overhead"``: CUDA graphs), or None; ``activation_checkpointing``
-    recomputes each decoder layer's activations in the backward (memory for long rows or many trials).
+    recomputes each decoder layer's activations in the backward (memory for long rows or many trials);
+    ``loss_chunk`` computes the loss through the output layer that many tokens at a time without
+    keeping their logits (:mod:`trainer.group.chunked_loss`; memory for a large vocabulary), or None.
     """
 
     def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
                  length_multiple: int = 1, compile_mode: str | None = None,
-                 activation_checkpointing: bool = False) -> None:
+                 activation_checkpointing: bool = False, loss_chunk: int | None = None) -> None:
         if length_multiple < 1:
             raise ValueError(f"length_multiple must be at least 1, but got {length_multiple=}")
+        if loss_chunk is not None and loss_chunk < 1:
+            raise ValueError(f"loss_chunk must be at least 1 (or None), but got {loss_chunk=}")
         if activation_checkpointing:
             _enable_checkpointing(model)
         super().__init__(model, pad_id, targets, "stacked", autocast)
         weight = next(model.parameters())
         # adapters train in float32 beside a 16-bit base, as PEFT keeps them (multi_lora.add_adapter)
         self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32)
-        self.length_multiple = length_multiple
+        self.length_multiple, self.loss_chunk = length_multiple, loss_chunk
         if compile_mode is not None:
             self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
         self._indices: dict[tuple[int, ...], torch.Tensor] = {}
@@ -155,9 +160,12 @@ class StackedGroupTrainer(GroupTrainer):
     def _losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
         """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``."""
         (member, row, col, label), divisors = targets
-        hidden = self._hidden(ids, mask)
-        logits = self.head(hidden[row, col]).float()
-        token = F.cross_entropy(logits, label, reduction="none")
+        hidden = self._hidden(ids, mask)[row, col]
+        if self.loss_chunk is None:
+            token = F.cross_entropy(self.head(hidden).float(), label, reduction="none")
+        else:
+            token = chunked_token_loss(hidden, self.head.weight, getattr(self.head, "bias", None), label,
+                                       self.loss_chunk)
         return token.new_zeros(count).index_add(0, member, token) / divisors.clamp(min=1)
 
     def _rows(self, slots: list[int]) -> StackedRows:

@@ -126,8 +126,8 @@ def weights_after(tmp_path, n: int, **options) -> list[torch.Tensor]:
     return [w.clone() for m in trainer.members for pair in trainer.adapter_weights(m).values() for w in pair]
 
 
-@pytest.mark.parametrize("option", [{"length_multiple": 16}, {"activation_checkpointing": True}])
-def test_bucketed_lengths_and_gradient_checkpointing_train_the_same_to_rounding(tmp_path, option):
+@pytest.mark.parametrize("option", [{"length_multiple": 16}, {"activation_checkpointing": True}, {"loss_chunk": 7}])
+def test_bucketed_lengths_checkpointing_and_a_chunked_loss_train_the_same_to_rounding(tmp_path, option):
     plain = weights_after(tmp_path / "plain", 4)
     changed = weights_after(tmp_path / "changed", 4, **option)
     for ours, theirs in zip(changed, plain, strict=True):
