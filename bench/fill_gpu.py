@@ -1,6 +1,12 @@
 """Tokens per second of the shared-base group trainer at several K beside bare transformers + PEFT + TRL runs.
 
     python3 bench/fill_gpu.py --model /tmp/smol --ks 1,2,4,8,16 --bare-batches 16,128         # GPU
+    python3 bench/fill_gpu.py --model /tmp/smol --ks 8,16,32,64 --matmul bmm,stacked --bare-batches ""
+    python3 -m trainer.make_model 8b /tmp/llama8b                          # random-weight 8B folder, then:
+    python3 bench/fill_gpu.py --model /tmp/llama8b --ks 1,2,4,8 --matmul stacked --rows-tokens 64 \\
+        --bare-batches 16 --loss-chunk 4096                                                     # short rows
+    python3 bench/fill_gpu.py --model /tmp/llama8b --ks 1,2,4 --matmul stacked --rows-tokens 530 \\
+        --batch 8 --bare-batches 8 --loss-chunk 4096 --activation-checkpointing                  # ~530-token rows
     python3 bench/fill_gpu.py --model studies/models/tiny-llama --device cpu --ks 1,2 \\
         --bare-batches 4 --batch 4 --steps 5 --rows-tokens 32                                  # CPU check
 
@@ -14,6 +20,10 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
 - ``group K=k``: :class:`trainer.group.group_trainer.GroupTrainer`, k trials of batch ``--batch`` each
   (learning rates spread 1e-4..1e-3, seeds differ, rank ``--r``), one stacked forward and backward a step,
   for every ``--matmul`` way of applying the adapters; tokens/s counts all k trials' real tokens.
+  ``stacked`` (:class:`trainer.group.stacked_trainer.StackedGroupTrainer`: stacked adapters, one
+  optimizer step for all trials) also takes ``--length-multiple``, ``--compile``, ``--loss-chunk`` and
+  ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
+  ~530-token rows needs it beyond a few trials).
 - ``bare batch b``: one PEFT model and TRL SFTTrainer at micro-batch b (adamw_torch, linear schedule,
   logging every step), the baseline a single trial gets.
 

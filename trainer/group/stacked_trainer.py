@@ -60,7 +60,8 @@ class StackedGroupTrainer(GroupTrainer):
         # adapters train in float32 beside a 16-bit base, as PEFT keeps them (multi_lora.add_adapter)
         self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32)
         self.length_multiple, self.loss_chunk = length_multiple, loss_chunk
-        if compile_mode is not None:
+        self.compiled = compile_mode is not None
+        if self.compiled:
             self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
         self._indices: dict[tuple[int, ...], torch.Tensor] = {}
 
@@ -160,6 +161,8 @@ class StackedGroupTrainer(GroupTrainer):
     def _losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
         """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``."""
         (member, row, col, label), divisors = targets
+        if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
         hidden = self._hidden(ids, mask)[row, col]
         if self.loss_chunk is None:
             token = F.cross_entropy(self.head(hidden).float(), label, reduction="none")
