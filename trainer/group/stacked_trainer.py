@@ -139,8 +139,8 @@ class StackedGroupTrainer(GroupTrainer):
 
     def _inputs(self, parts: list[tuple[torch.Tensor, ...]], divisors: list[int]) -> tuple:
         """The stacked ``input_ids`` and ``attention_mask`` (on the CPU) of ``(ids, mask, labels)`` per member,
-        and on the device in one copy: ``(member, row, position, label)`` of every label token and each member's
-        divisor (its loss is its summed token loss over it)."""
+        and on the device in one copy: ``(member, its n-th token, row, position, label)`` of every label token
+        and each member's divisor (its loss is its summed token loss over it); then the most tokens of a member."""
         count = len(parts)
         rows = max(ids.shape[0] for ids, _, _ in parts)
         length = math.ceil(max(ids.shape[1] for ids, _, _ in parts) / self.length_multiple) * self.length_multiple
@@ -153,14 +153,17 @@ class StackedGroupTrainer(GroupTrainer):
             ids[k, :n, :width], mask[k, :n, :width] = ids_k, mask_k
             following = labels[:, 1:]
             row, col = (following != IGNORE).nonzero(as_tuple=True)
-            positions.append(torch.stack([torch.full_like(row, k), row + k * rows, col, following[row, col]]))
+            positions.append(torch.stack([torch.full_like(row, k), torch.arange(len(row)), row + k * rows, col,
+                                          following[row, col]]))
         joined = torch.cat(positions, dim=1)
         sent = to_device(torch.cat([joined.reshape(-1), torch.tensor(divisors)]), self.device)
-        return ids.view(-1, length), mask.view(-1, length), (sent[:joined.numel()].view(4, -1), sent[joined.numel():])
+        most = max(p.shape[1] for p in positions)
+        return ids.view(-1, length), mask.view(-1, length), (sent[:joined.numel()].view(5, -1),
+                                                             sent[joined.numel():], most)
 
     def _losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
         """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``."""
-        (member, row, col, label), divisors = targets
+        (member, place, row, col, label), divisors, most = targets
         if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
             torch.compiler.cudagraph_mark_step_begin()
         hidden = self._hidden(ids, mask)[row, col]
@@ -169,7 +172,9 @@ class StackedGroupTrainer(GroupTrainer):
         else:
             token = chunked_token_loss(hidden, self.head.weight, getattr(self.head, "bias", None), label,
                                        self.loss_chunk)
-        return token.new_zeros(count).index_add(0, member, token) / divisors.clamp(min=1)
+        # each member's token losses in a row of their own, then summed along it: the same sums on every run
+        # (index_add's atomic adds on a GPU land in any order)
+        return token.new_zeros(count, most).index_put((member, place), token).sum(1) / divisors.clamp(min=1)
 
     def _rows(self, slots: list[int]) -> StackedRows:
         """The layout of a batch stacked in ``slots``' order (already sorted)."""
@@ -193,7 +198,6 @@ def _enable_checkpointing(model) -> None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
 
 
 @contextmanager
