@@ -1,6 +1,12 @@
 """Tokens per second of the shared-base group trainer at several K beside bare transformers + PEFT + TRL runs.
 
     python3 bench/fill_gpu.py --model /tmp/smol --ks 1,2,4,8,16 --bare-batches 16,128         # GPU
+    python3 bench/fill_gpu.py --model /tmp/smol --ks 8,16,32,64 --matmul bmm,stacked --bare-batches ""
+    python3 -m trainer.make_model 8b /tmp/llama8b                          # random-weight 8B folder, then:
+    python3 bench/fill_gpu.py --model /tmp/llama8b --ks 1,2,4,8 --matmul stacked --rows-tokens 64 \\
+        --bare-batches 16 --loss-chunk 4096                                                     # short rows
+    python3 bench/fill_gpu.py --model /tmp/llama8b --ks 1,2,4 --matmul stacked --rows-tokens 530 \\
+        --batch 8 --bare-batches 8 --loss-chunk 4096 --activation-checkpointing                  # ~530-token rows
     python3 bench/fill_gpu.py --model studies/models/tiny-llama --device cpu --ks 1,2 \\
         --bare-batches 4 --batch 4 --steps 5 --rows-tokens 32                                  # CPU check
 
@@ -14,6 +20,10 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
 - ``group K=k``: :class:`trainer.group.group_trainer.GroupTrainer`, k trials of batch ``--batch`` each
   (learning rates spread 1e-4..1e-3, seeds differ, rank ``--r``), one stacked forward and backward a step,
   for every ``--matmul`` way of applying the adapters; tokens/s counts all k trials' real tokens.
+  ``stacked`` (:class:`trainer.group.stacked_trainer.StackedGroupTrainer`: stacked adapters, one
+  optimizer step for all trials) also takes ``--length-multiple``, ``--compile``, ``--loss-chunk`` and
+  ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
+  ~530-token rows needs it beyond a few trials).
 - ``bare batch b``: one PEFT model and TRL SFTTrainer at micro-batch b (adamw_torch, linear schedule,
   logging every step), the baseline a single trial gets.
 
@@ -37,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MATMULS = ("loop", "bmm", "stacked")  # trainer.group.multi_lora.MATMULS (not imported: --help stays instant)
 
 
 def main() -> int:
@@ -45,7 +56,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="chat JSONL rows (default: synthetic rows)")
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when there is one")
     parser.add_argument("--ks", default="1,2,4,8,16", help="group sizes to measure (empty: none)")
-    parser.add_argument("--matmul", default="loop,bmm", help="ways to apply the adapters (loop, bmm)")
+    parser.add_argument("--matmul", default="loop,bmm", help=f"ways to apply the adapters, among {','.join(MATMULS)}")
     parser.add_argument("--bare-batches", default="16,128", help="micro-batches of the bare TRL runs (empty: none)")
     parser.add_argument("--batch", type=int, default=16, help="micro-batch of each trial in a group")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
@@ -53,10 +64,25 @@ def main() -> int:
     parser.add_argument("--rows-tokens", type=int, default=64, help="synthetic rows: mean tokens a row")
     parser.add_argument("--r", type=int, default=16, help="LoRA rank")
     parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA base (bitsandbytes, GPU only)")
+    parser.add_argument("--length-multiple", type=int, default=1,
+                        help="stacked: pad each step's length up to a multiple of this (fewer shapes to compile)")
+    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                        help="stacked: torch.compile the decoder in this mode (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--loss-chunk", type=int,
+                        help="stacked: tokens of the loss at a time, without keeping their logits (large vocabularies)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         parser.error(f"--steps must exceed --warmup, but got steps={args.steps}, warmup={args.warmup}")
+    unknown = [m for m in args.matmul.split(",") if m not in MATMULS]
+    if unknown:
+        parser.error(f"--matmul {args.matmul}: {unknown} not among {list(MATMULS)}")
+    if args.length_multiple < 1:
+        parser.error(f"--length-multiple must be at least 1, but got {args.length_multiple}")
+    if args.loss_chunk is not None and args.loss_chunk < 1:
+        parser.error(f"--loss-chunk must be at least 1, but got {args.loss_chunk}")
 
     import torch
 
@@ -140,20 +166,25 @@ class Window:
         self.wall = time.perf_counter() - self.t0
 
 
-def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
-    """k trials in one GroupTrainer for ``args.steps`` steps."""
+def group_trainer(args, rows: list[dict], k: int, matmul: str):
+    """A group trainer on a fresh base with k trials of batch ``args.batch`` and rank ``args.r`` (learning rates
+    spread 1e-4..1e-3, seeds differ), each with ``args.steps`` + 1 steps of ``rows`` ahead."""
     import torch
 
     from trainer.events import EventWriter
     from trainer.group.batches import TrainOrder
-    from trainer.group.group_trainer import GroupTrainer
-    from trainer.group.member import log_progress
+    from trainer.group.group_trainer import new_group_trainer
     from trainer.spec import TrialSpec
 
     model, tokenizer = load(args)
     cuda = args.device == "cuda"
     _reset(cuda)
-    trainer = GroupTrainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None)
+    options = {}
+    if matmul == "stacked":
+        options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
+                   "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk}
+    trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
+                                **options)
     folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))
     for i in range(k):
         spec = TrialSpec.model_validate({
@@ -165,15 +196,31 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
         })
         order = TrainOrder(rows, args.batch, 1, 100, args.steps + 1, spec.training.seed, tokenizer.pad_token_id)
         trainer.add(spec, order, [], EventWriter(folder / f"events-{i}.jsonl"), time.time()).start_at(0)
+    return trainer
+
+
+def group_step(trainer) -> int:
+    """One step of every member, as a group run does it (one read of all due losses); the real tokens trained."""
+    from trainer.group.member import log_progress
+
+    tokens = 0
+    for member, batch, loss in trainer.train_step():
+        member.after_backward(batch, loss)
+        tokens += batch.tokens
+    log_progress(trainer.members)
+    return tokens
+
+
+def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
+    """k trials in one group trainer for ``args.steps`` steps."""
+    trainer = group_trainer(args, rows, k, matmul)
     window, tokens, first = Window(args.device), 0, time.perf_counter()
     for step in range(1, args.steps + 1):
         if step == args.warmup + 1:
             window.start()
-        for member, batch, loss in trainer.train_step():
-            member.after_backward(batch, loss)
-            tokens += batch.tokens if step > args.warmup else 0
-        log_progress(trainer.members)  # as a group run logs: one read of all losses a step
+        trained = group_step(trainer)
         if step > args.warmup:
+            tokens += trained
             window.lap()
         if step == 1:
             first = time.perf_counter() - first

@@ -118,9 +118,10 @@ class ExecutionConfig(Strict):
         "auto", description="Trainer backend. 'grouped': the trials on one device train together in one process "
         "on one shared base (trainer.group; see docs/parallel.md)."
     )
-    group_matmul: Literal["loop", "bmm"] = Field(
+    group_matmul: Literal["loop", "bmm", "stacked"] = Field(
         "loop", description="grouped: how each trial's adapter meets its rows ('loop': bit-identical to a lone "
-        "trial; 'bmm': batched, fewer kernels)."
+        "trial; 'bmm': batched; 'stacked': every trial's adapters, loss and AdamW in a few kernels a step, "
+        "whatever the number of trials; no lora_dropout)."
     )
     timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout'.")
     max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")

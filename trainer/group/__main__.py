@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.group", description=__doc__.splitlines()[0])
     parser.add_argument("specs", type=Path, nargs="+", help="the trials' spec.json files")
     parser.add_argument("--max-live", type=int, help="trials training at once (default: all); the rest queue")
-    parser.add_argument("--matmul", choices=["loop", "bmm"], default="loop",
-                        help="per-segment matmuls (bit-identical to a lone trial) or batched over padded ranks")
+    parser.add_argument("--matmul", choices=["loop", "bmm", "stacked"], default="loop",
+                        help="per-segment matmuls (bit-identical to a lone trial), batched over padded ranks, or "
+                             "stacked adapters with one optimizer step for all trials (kernels a step independent of "
+                             "the trials; equal to a lone trial up to rounding; no LoRA dropout)")
     parser.add_argument("--attention", choices=["eager", "sdpa"],
                         help="attention kernel (default: eager on the CPU, where it keeps rows exact; sdpa on a GPU)")
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from trainer.group.member import Member
 from trainer.group.multi_lora import Routing, Segment, attach_multi_lora, is_target, lora_scaling, peft_init
 from trainer.spec import TrialSpec
 
+HOST_INPUTS = "group::host_inputs"  # profiler range of the batch building on the CPU (bench/group_ops.py skips it)
 # configurations whose logits are not lm_head(hidden): the loss here computes lm_head itself
 LOGIT_CHANGES = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
@@ -50,12 +51,7 @@ class GroupTrainer:
     def add(self, spec: TrialSpec, order: TrainOrder, eval_data: list, events, started: float, faults=()) -> Member:
         """A new member with PEFT's initial adapter for its seed, in the first free slot."""
         lora = spec.lora
-        if lora.bias != "none":
-            raise ValueError(f"lora.bias {lora.bias!r}: trained biases would change the shared base; use 'none'")
-        slot = min(set(range(len(self.members) + 1)) - {m.slot for m in self.members})
-        layers = {name: layer for name, layer in self.layers.items() if is_target(name, lora.target_modules)}
-        if not layers:
-            raise ValueError(f"lora.target_modules {lora.target_modules} matches none of {list(self.layers)[:3]}...")
+        layers, slot = self._adapted_layers(spec), self._free_slot()
         generator = None
         if lora.lora_dropout:
             generator = torch.Generator(self.device).manual_seed(spec.training.seed)
@@ -67,6 +63,19 @@ class GroupTrainer:
         member = Member(spec, slot, params, order, eval_data, events, started, faults, generator)
         self.members.append(member)
         return member
+
+    def _adapted_layers(self, spec: TrialSpec) -> dict:
+        """The layers ``spec``'s adapter targets, in model order; a spec the group cannot train is a ValueError."""
+        lora = spec.lora
+        if lora.bias != "none":
+            raise ValueError(f"lora.bias {lora.bias!r}: trained biases would change the shared base; use 'none'")
+        layers = {name: layer for name, layer in self.layers.items() if is_target(name, lora.target_modules)}
+        if not layers:
+            raise ValueError(f"lora.target_modules {lora.target_modules} matches none of {list(self.layers)[:3]}...")
+        return layers
+
+    def _free_slot(self) -> int:
+        return min(set(range(len(self.members) + 1)) - {m.slot for m in self.members})
 
     def remove(self, member: Member) -> None:
         """Take ``member`` out of the group: its adapters, optimizer state and slot are freed."""
@@ -84,9 +93,10 @@ class GroupTrainer:
     def train_step(self) -> list[tuple[Member, MicroBatch, torch.Tensor]]:
         """One forward and backward over a micro-batch of every member; the members step their optimizers after."""
         members = list(self.members)
-        batches = [m.next_batch() for m in members]
-        segments = _segments([m.slot for m in members], [(b.rows, b.length) for b in batches])
-        ids, mask = stack([(b.input_ids, b.attention_mask) for b in batches], self.pad_id)
+        with torch.profiler.record_function(HOST_INPUTS):
+            batches = [m.next_batch() for m in members]
+            segments = _segments([m.slot for m in members], [(b.rows, b.length) for b in batches])
+            ids, mask = stack([(b.input_ids, b.attention_mask) for b in batches], self.pad_id)
         targets = self._label_positions([b.labels for b in batches])
         self.model.train()
         with self.routing.route(segments), self._autocast():
@@ -120,7 +130,7 @@ class GroupTrainer:
         return [s / n for s, n in zip(sums, rows, strict=True)]
 
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        ids, mask = _to_device(torch.stack([ids, mask]), self.device)
+        ids, mask = to_device(torch.stack([ids, mask]), self.device)
         return self.decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
     def _label_positions(self, labels: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -134,7 +144,7 @@ class GroupTrainer:
             following = batch[:, 1:]
             rows, cols = (following != IGNORE).nonzero(as_tuple=True)
             parts.append(torch.stack([rows, cols, following[rows, cols]]))
-        joined = _to_device(torch.cat(parts, dim=1), self.device)
+        joined = to_device(torch.cat(parts, dim=1), self.device)
         return list(joined.split([p.shape[1] for p in parts], dim=1))
 
     def _summed_loss(self, hidden: torch.Tensor, s: Segment, targets: torch.Tensor) -> torch.Tensor:
@@ -149,7 +159,20 @@ class GroupTrainer:
         return torch.autocast(self.device.type, dtype=self.autocast)
 
 
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+def new_group_trainer(model, pad_id: int, targets: list[str], matmul: str = "loop",
+                      autocast: torch.dtype | None = None, **options) -> GroupTrainer:
+    """A group trainer for ``matmul``: :class:`GroupTrainer` for ``"loop"`` and ``"bmm"``,
+    :class:`trainer.group.stacked_trainer.StackedGroupTrainer` (with ``options``) for ``"stacked"``."""
+    if matmul == "stacked":
+        from trainer.group.stacked_trainer import StackedGroupTrainer
+
+        return StackedGroupTrainer(model, pad_id, targets, autocast, **options)
+    if options:
+        raise ValueError(f"{sorted(options)}: options of the stacked matmul only, but matmul is {matmul!r}")
+    return GroupTrainer(model, pad_id, targets, matmul, autocast)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A CPU tensor on ``device``; to a GPU from pinned memory without waiting for the work queued there."""
     if device.type != "cuda":
         return tensor.to(device)

@@ -5,6 +5,9 @@ its own AdamW (the Trainer's ``adamw_torch``: betas 0.9/0.999, eps 1e-8, the spe
 its own learning-rate schedule with warm-up (``transformers.get_scheduler``, as the Trainer builds
 it), its own gradient clipping (``max_grad_norm`` over its own parameters), its own eval points
 (the same rule as :class:`trainer.callbacks.EventCallback`) and its own ``STOP`` file.
+In a stacked group the group clips and steps every member's slot at once, and the member's
+optimizer is a :class:`trainer.group.stacked_adamw.SlotOptimizer` that holds its hyperparameters
+and state for its schedule and checkpoints.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import os
 import signal
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -40,12 +44,25 @@ def eval_points(spec: TrialSpec, total_steps: int) -> dict[int, int | None]:
     return {max(1, round(k * total_steps / n)): k for k in range(1, n + 1)}
 
 
+class WindowLoss(NamedTuple):
+    """A member's loss summed over the micro-batches of its optimizer step: ``values[index]``, or
+    ``values`` itself (a 0-d tensor) when ``index`` is None. Several members may share one ``values``."""
+
+    values: torch.Tensor
+    index: int | None
+
+
 class Member:
-    """A trial's training state next to the others'; the group trainer drives it one micro-batch at a time."""
+    """A trial's training state next to the others'; the group trainer drives it one micro-batch at a time.
+
+    Without ``optimizer`` it trains ``params`` with its own AdamW and clipping; with one (a stacked
+    group's :class:`trainer.group.stacked_adamw.SlotOptimizer`, ``params`` empty) the group has
+    already clipped and stepped its weights when :meth:`after_backward` sees its last micro-batch.
+    """
 
     def __init__(self, spec: TrialSpec, slot: int, params: list[torch.nn.Parameter], order: TrainOrder,
                  eval_data: list, events: EventWriter, started: float, faults=(),
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         from transformers import get_scheduler
 
         t = spec.training
@@ -55,8 +72,9 @@ class Member:
         self.eval_data, self.events, self.started, self.faults = eval_data, events, started, list(faults)
         self.generator = generator  # of its dropout masks (None without dropout)
         # 8-bit optimizers save memory on the base's scale, not on LoRA's: plain AdamW, as run_trial does on CPU
-        self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(0.9, 0.999), eps=1e-8,
-                                           weight_decay=t.weight_decay, fused=t.optim == "adamw_torch_fused" or None)
+        self.optimizer = optimizer or torch.optim.AdamW(params, lr=t.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                                                        weight_decay=t.weight_decay,
+                                                        fused=t.optim == "adamw_torch_fused" or None)
         self.scheduler = get_scheduler(t.lr_scheduler_type, self.optimizer,
                                        num_warmup_steps=warmup_steps(spec, order.total_steps),
                                        num_training_steps=order.total_steps)
@@ -69,7 +87,7 @@ class Member:
         self.train_tokens = 0
         self._batches = None
         self._window_loss: list[torch.Tensor] = []
-        self._pending: list[tuple[torch.Tensor, float]] = []
+        self._pending: list[tuple[WindowLoss, float]] = []
         self._steady: tuple[float, int] | None = None
         self._last_step_time: float | None = None
 
@@ -93,18 +111,25 @@ class Member:
         self.train_tokens += batch.tokens
         return batch
 
-    def after_backward(self, batch: MicroBatch, loss: torch.Tensor) -> bool:
-        """Account the micro-batch's loss; at the end of its window, step the optimizer. True when it stepped."""
-        self._window_loss.append(loss)
+    def after_backward(self, batch: MicroBatch, loss: torch.Tensor | WindowLoss | None) -> bool:
+        """Account the micro-batch's loss; at the end of its window, step the optimizer. True when it stepped.
+
+        ``loss`` is the micro-batch's loss, or in a stacked group the window's (a :class:`WindowLoss`
+        with the window's last micro-batch, None before it).
+        """
+        if isinstance(loss, torch.Tensor):
+            self._window_loss.append(loss)
         if not batch.last:
             return False
-        torch.nn.utils.clip_grad_norm_(self.params, self.spec.training.max_grad_norm)
+        if self.params:  # its own optimizer (in a stacked group the group clipped and stepped every slot)
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.training.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step, self.epoch = batch.step, batch.epoch
         # the loss stays a tensor until it is logged (log_progress): reading it would wait for the GPU
-        self._pending.append((torch.stack(self._window_loss).sum(), self.scheduler.get_last_lr()[0]))
+        window = loss if isinstance(loss, WindowLoss) else WindowLoss(torch.stack(self._window_loss).sum(), None)
+        self._pending.append((window, self.scheduler.get_last_lr()[0]))
         self._window_loss = []
         self._clock()
         self._inject_faults()
@@ -181,8 +206,10 @@ def log_progress(members: list[Member]) -> None:
     due = [m for m in members if m.log_due]
     if not due:
         return
-    values = torch.stack([loss for m in due for loss, _ in m._pending]).tolist()
+    tensors = {id(window.values): window.values for m in due for window, _ in m._pending}
+    offsets, start = {}, 0
+    for key, values in tensors.items():
+        offsets[key], start = start, start + values.numel()
+    flat = torch.cat([values.reshape(-1) for values in tensors.values()]).tolist()
     for member in due:
-        n = len(member._pending)
-        member._log(values[:n])
-        values = values[n:]
+        member._log([flat[offsets[id(w.values)] + (w.index or 0)] for w, _ in member._pending])

@@ -18,19 +18,25 @@ Two ways to compute the segments (``Routing.matmul``): ``"loop"``, one pair of m
 the same operations as PEFT's ``lora_B(lora_A(x)) * scaling`` and so bit-identical to a lone run; and
 ``"bmm"``, two ``torch.bmm`` over the segments' rows (whole padded length) and ranks padded with zeros
 to the largest, fewer kernel launches but a different summation order (equal to rounding error).
+A third, ``"stacked"``, keeps no per-trial adapters here: every slot's weights live in one stacked
+pair per layer (:mod:`trainer.group.stacked_lora`, set as :attr:`MultiLoraLinear.stack`) and a step
+routes equal blocks of rows with :meth:`Routing.stack`.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-MATMULS = ("loop", "bmm")
+if TYPE_CHECKING:
+    from trainer.group.stacked_lora import LayerStack, StackedRows
+
+MATMULS = ("loop", "bmm", "stacked")
 
 
 class Segment(NamedTuple):
@@ -51,6 +57,18 @@ class Routing:
         self.matmul = matmul
         self.segments: tuple[Segment, ...] = ()
         self.whole: int | None = None
+        self.stacked: StackedRows | None = None
+
+    @contextmanager
+    def stack(self, rows: StackedRows):
+        """Within the block, forwards take the batch as equal blocks of rows, block k for adapter slot
+        ``rows.index[k]`` (``matmul="stacked"``: :class:`trainer.group.stacked_lora.StackedRows`)."""
+        saved = self.stacked
+        self.stacked = rows
+        try:
+            yield
+        finally:
+            self.stacked = saved
 
     @contextmanager
     def route(self, segments: list[Segment]):
@@ -116,6 +134,8 @@ class MultiLoraLinear(nn.Module):
         self.routing = routing
         self.adapters = nn.ModuleDict()
         self.in_features, self.out_features = base.in_features, base.out_features
+        self.stack: LayerStack | None = None  # every slot's adapter at once, in a stacked group
+
 
     def add_adapter(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float, dropout: float = 0.0,
                     generator: torch.Generator | None = None) -> LoraAdapter:
@@ -135,6 +155,10 @@ class MultiLoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
         routing = self.routing
+        if self.stack is not None:
+            if routing.whole is not None:
+                return (result + self.stack.whole(x, routing.whole)).to(result.dtype)
+            return result if routing.stacked is None else self.stack.forward(x, result, routing.stacked)
         if routing.whole is not None:
             return (result + self._adapter(routing.whole)(self._cast(x, routing.whole))).to(result.dtype)
         segments = [s for s in routing.segments if str(s.slot) in self.adapters]

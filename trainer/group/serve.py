@@ -29,7 +29,7 @@ END = None  # what the stdin reader queues when the orchestrator closes the pipe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.group.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--targets", required=True, help="comma-separated module names any trial may adapt")
-    parser.add_argument("--matmul", choices=["loop", "bmm"], default="loop", help="as python -m trainer.group")
+    parser.add_argument("--matmul", choices=["loop", "bmm", "stacked"], default="loop", help="as python -m trainer.group")
     parser.add_argument("--attention", choices=["eager", "sdpa"], help="as python -m trainer.group")
     parser.add_argument("--folder", help="the worker's folder under the study (its log; shown in ps)")
     args = parser.parse_args(argv)

@@ -1,0 +1,150 @@
+"""The stack itself on the real tiny model: zero padding stays zero, an emptied slot is clean for the next trial,
+a member's optimizer state is torch's AdamW state, bucketed lengths and gradient checkpointing change nothing but
+rounding, and a step dispatches as many kernels for eight trials as for one."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, get_scheduler
+
+from bench.group_ops import count_ops, options
+from tests.sweep.live_study import TINY_MODEL
+from trainer.events import EventWriter
+from trainer.group.batches import TrainOrder
+from trainer.group.group_trainer import new_group_trainer
+from trainer.group.member import log_progress
+from trainer.group.multi_lora import peft_init
+from trainer.spec import TrialSpec
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PAD = 0
+
+
+def rows(n: int = 48, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    found = []
+    for _ in range(n):
+        ids = [rng.randrange(8, 500) for _ in range(rng.randint(10, 30))]
+        found.append({"input_ids": ids, "labels": [-100] * 4 + ids[4:]})
+    return found
+
+
+def group(tmp_path, trials: list[dict], **options):
+    """A stacked group on the tiny model with one member per ``{r, targets, lr, weight_decay, batch, seed}``."""
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL, attn_implementation="eager")
+    trainer = new_group_trainer(model, PAD, ALL, "stacked", **options)
+    for i, t in enumerate(trials):
+        join(trainer, tmp_path, i, t)
+    return trainer
+
+
+def join(trainer, tmp_path, number: int, t: dict):
+    spec = TrialSpec.model_validate({
+        "study": "stack", "trial_number": number, "output_dir": str(tmp_path / str(number)),
+        "model": {"name_or_path": str(TINY_MODEL)}, "data": {"train": "-", "eval": "-"},
+        "lora": {"r": t["r"], "lora_alpha": 2 * t["r"], "target_modules": t.get("targets", ALL)},
+        "training": {"learning_rate": t.get("lr", 1e-2), "weight_decay": t.get("weight_decay", 0.1),
+                     "per_device_train_batch_size": t.get("batch", 4), "seed": t.get("seed", 3407),
+                     "optim": "adamw_torch", "num_train_epochs": 100},
+    })
+    order = TrainOrder(rows(), spec.training.per_device_train_batch_size, 1, 100, None, spec.training.seed, PAD)
+    member = trainer.add(spec, order, [], EventWriter(tmp_path / f"events-{number}.jsonl"), time.time())
+    member.start_at(0)
+    return member
+
+
+def steps(trainer, n: int) -> None:
+    for _ in range(n):
+        for member, batch, loss in trainer.train_step():
+            member.after_backward(batch, loss)
+        log_progress(trainer.members)
+
+
+def test_rank_padding_and_layers_a_member_does_not_adapt_stay_zero_under_adamw_with_weight_decay(tmp_path):
+    trainer = group(tmp_path, [{"r": 4, "batch": 3}, {"r": 16}, {"r": 8, "targets": ["q_proj", "v_proj"]}])
+    steps(trainer, 6)
+    stack = trainer.stack
+    assert (stack.capacity, stack.rank) == (3, 16)
+    for flat in stack.buffers:
+        for name, (a, b) in zip(stack.layers, stack.views(flat), strict=True):
+            assert not a[0, 4:].any() and not b[0, :, 4:].any()
+            assert not a[2, 8:].any() and not b[2, :, 8:].any()
+            if not name.endswith(("q_proj", "v_proj")):
+                assert not a[2].any() and not b[2].any()
+    for name, (a, b) in trainer.adapter_weights(trainer.members[0]).items():
+        assert a.shape == (4, stack.layers[name].in_features) and b.abs().sum() > 0  # trained: B left zero
+    assert sorted(trainer.adapter_weights(trainer.members[2])) == [n for n in stack.layers
+                                                                   if n.endswith(("q_proj", "v_proj"))]
+
+
+def test_a_member_that_leaves_empties_its_slot_and_the_next_starts_from_peft_init(tmp_path):
+    trainer = group(tmp_path, [{"r": 8}, {"r": 8, "seed": 5}])
+    steps(trainer, 3)
+    leaving = trainer.members[0]
+    trainer.remove(leaving)
+    stack = trainer.stack
+    assert all(not flat[0].any() for flat in stack.buffers) and stack.steps[0] == 0 and stack.scale[0] == 0
+    newcomer = join(trainer, tmp_path, 2, {"r": 4, "seed": 11})
+    assert newcomer.slot == 0
+    drawn = peft_init(stack.layers, 4, seed=11)
+    for (a, b), (a0, b0) in zip(trainer.adapter_weights(newcomer).values(), drawn, strict=True):
+        assert torch.equal(a, a0) and torch.equal(b, b0)
+    assert newcomer.optimizer.state_dict()["state"] == {}
+    steps(trainer, 1)
+    assert stack.steps[:2] == [1, 4]
+
+
+def test_a_members_optimizer_state_is_torch_adamw_state(tmp_path):
+    trainer = group(tmp_path, [{"r": 4}, {"r": 8}])
+    steps(trainer, 2)
+    member = trainer.members[0]
+    saved = member.optimizer.state_dict()
+    params = [p.detach().clone().requires_grad_() for pair in trainer.adapter_weights(member).values() for p in pair]
+    torch_adamw = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+    get_scheduler("linear", torch_adamw, num_warmup_steps=0, num_training_steps=10)  # as a loop member's
+    for p in params:
+        p.grad = torch.ones_like(p)
+    torch_adamw.step()
+    theirs = torch_adamw.state_dict()
+    assert saved["param_groups"][0].keys() == theirs["param_groups"][0].keys()
+    assert saved["state"][0].keys() == theirs["state"][0].keys() and saved["state"][0]["step"] == 2
+    assert [s["exp_avg"].shape for s in saved["state"].values()] == [p.shape for p in params]
+    torch_adamw.load_state_dict(saved)  # a loop group's member reads it as its own
+    member.optimizer.load_state_dict(torch_adamw.state_dict())
+    again = member.optimizer.state_dict()
+    assert all(torch.equal(again["state"][i]["exp_avg_sq"], s["exp_avg_sq"]) for i, s in saved["state"].items())
+
+
+def weights_after(tmp_path, n: int, **options) -> list[torch.Tensor]:
+    tmp_path.mkdir()
+    trainer = group(tmp_path, [{"r": 4, "batch": 3}, {"r": 8}], **options)
+    steps(trainer, n)
+    return [w.clone() for m in trainer.members for pair in trainer.adapter_weights(m).values() for w in pair]
+
+
+@pytest.mark.parametrize("option", [{"length_multiple": 16}, {"activation_checkpointing": True}, {"loss_chunk": 7}])
+def test_bucketed_lengths_checkpointing_and_a_chunked_loss_train_the_same_to_rounding(tmp_path, option):
+    plain = weights_after(tmp_path / "plain", 4)
+    changed = weights_after(tmp_path / "changed", 4, **option)
+    for ours, theirs in zip(changed, plain, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4 * theirs.abs().max().item())
+
+
+def test_bucketed_lengths_are_multiples(tmp_path):
+    trainer = group(tmp_path, [{"r": 4}], length_multiple=16)
+    batch = trainer.members[0].next_batch()
+    ids, mask, _ = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)], [batch.items])
+    assert ids.shape == (4, 32) and batch.length < 32 and torch.equal(ids[:, :batch.length], batch.input_ids)
+    assert not mask[:, batch.length:].any()
+
+
+def test_a_stacked_step_dispatches_as_many_kernels_for_eight_trials_as_for_one():
+    args = options(["--steps", "1", "--warmup", "1"])
+    stacked = [count_ops(args, k, "stacked")["kernels_per_step"] for k in (1, 2, 4, 8)]
+    assert stacked == [stacked[0]] * 4, stacked
+    loop = [count_ops(args, k, "loop")["kernels_per_step"] for k in (1, 2)]
+    assert loop[1] > 1.5 * loop[0] and stacked[0] < loop[0]

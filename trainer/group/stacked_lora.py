@@ -1,0 +1,168 @@
+"""Every slot's LoRA adapter of every layer in stacked tensors: the ``stacked`` matmul of a group.
+
+Each adapted layer holds one pair of parameters for all S slots of the group, ``A`` ``[S, r, in]``
+and ``B`` ``[S, out, r]`` (r the largest rank; a smaller rank is zero-padded). A step stacks the
+members' micro-batches in equal blocks (same rows, same length), so the layer's input
+``[K*rows, length, in]`` is ``[K, rows*length, in]`` and all members' updates are two batched
+matmuls, whatever K::
+
+    delta[k] = x[k] @ A[k]^T @ (scale[k] * B[k])^T            (torch.bmm, then torch.baddbmm onto the base)
+
+The padding stays zero in training: a padded row j of ``A`` and column j of ``B`` start at zero
+(PEFT sets B to zero; the padding is never written), so their gradients ``(scale*B[:, j])^T dy x``
+and ``dy^T (x A[j]^T)`` are zero, AdamW's moments stay zero, the update ``0 / (0 + eps)`` is zero
+and the weight decay of zero is zero. A layer a member does not adapt is all padding for its slot.
+
+The A and B of every layer are views of one flat ``[S, N]`` tensor, and each parameter's ``.grad``
+a view of one flat gradient tensor, set once: autograd adds every layer's gradient into it in
+place, so the optimizer and each slot's gradient clipping (:mod:`trainer.group.stacked_adamw`)
+are a dozen kernels over four ``[S, N]`` tensors (weights, gradients, AdamW's two moments) instead
+of a few hundred per member.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainer.group.multi_lora import MultiLoraLinear
+
+
+class StackedRows(NamedTuple):
+    """How the next forward's batch is laid out: ``count`` equal blocks of rows, block k for slot
+    ``index[k]`` (None: block k is slot k and every slot of the stack has a block); ``scale`` is the
+    blocks' LoRA scalings as ``[count, 1, 1]``."""
+
+    count: int
+    index: torch.Tensor | None
+    scale: torch.Tensor
+
+
+class LayerStack:
+    """One layer's part of the stack: its ``A`` and ``B`` parameters of every slot."""
+
+    def __init__(self, a: nn.Parameter, b: nn.Parameter, stack: SlotStack) -> None:
+        self.a, self.b, self.stack = a, b, stack
+
+    def forward(self, x: torch.Tensor, result: torch.Tensor, rows: StackedRows) -> torch.Tensor:
+        """``result`` (the base layer's output) plus each block's own adapter update, as one tensor."""
+        a, b = self.a, self.b
+        if rows.index is not None:
+            a, b = a.index_select(0, rows.index), b.index_select(0, rows.index)
+        # the scaling goes onto B (out x r per slot) rather than onto the output (rows x out per slot)
+        b = b * rows.scale
+        shape = result.shape
+        xs, base = x.reshape(rows.count, -1, x.shape[-1]), result.reshape(rows.count, -1, shape[-1])
+        if not torch.is_autocast_enabled(x.device.type) and x.dtype != a.dtype:
+            xs, base = xs.to(a.dtype), base.to(a.dtype)
+        return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(shape).to(result.dtype)
+
+    def whole(self, x: torch.Tensor, slot: int) -> torch.Tensor:
+        """Slot ``slot``'s update for every row (generation), with its own rank: PEFT's operations."""
+        r = self.stack.ranks[slot]
+        a, b = self.a[slot, :r], self.b[slot, :, :r]
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(a.dtype)
+        return F.linear(F.linear(x, a), b) * self.stack.scalings[slot]
+
+
+class SlotStack:
+    """The stacked adapters of a group's layers, their gradients and AdamW moments, slot by slot.
+
+    ``capacity`` (slots) and ``rank`` grow when a member needs more; slots are filled with
+    :meth:`add` and emptied with :meth:`clear`. ``steps[slot]`` is the slot's optimizer step count
+    (members join at different steps), ``scale`` the slots' LoRA scalings on the device and
+    ``window_loss`` each slot's summed loss over its optimizer step so far.
+    """
+
+    def __init__(self, layers: dict[str, MultiLoraLinear], device: torch.device, dtype: torch.dtype) -> None:
+        self.layers, self.device, self.dtype = layers, device, dtype
+        self.capacity = self.rank = 0
+        self.ranks: dict[int, int] = {}
+        self.scalings: dict[int, float] = {}
+        self.adapted: dict[int, list[str]] = {}
+        self.steps: list[int] = []
+        empty = torch.zeros(0, 0, device=device, dtype=dtype)
+        self.weights, self.grads, self.exp_avg, self.exp_avg_sq = empty, empty.clone(), empty.clone(), empty.clone()
+        self.scale = torch.zeros(0, device=device, dtype=dtype)
+        self.window_loss = torch.zeros(0, device=device, dtype=torch.float32)
+
+    @property
+    def buffers(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.weights, self.grads, self.exp_avg, self.exp_avg_sq
+
+    def width(self, rank: int) -> int:
+        """Numbers per slot with every layer at ``rank``."""
+        return rank * sum(layer.in_features + layer.out_features for layer in self.layers.values())
+
+    def views(self, flat: torch.Tensor, rank: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(A, B)`` of each layer as views of ``flat`` (``[slots, width(rank)]``), in model order."""
+        rank = self.rank if rank is None else rank
+        pairs, start = [], 0
+        for layer in self.layers.values():
+            n_in, n_out = layer.in_features, layer.out_features
+            a = flat[:, start:start + rank * n_in].view(len(flat), rank, n_in)
+            start += rank * n_in
+            b = flat[:, start:start + n_out * rank].view(len(flat), n_out, rank)
+            start += n_out * rank
+            pairs.append((a, b))
+        return pairs
+
+    def grow(self, capacity: int, rank: int) -> None:
+        """Room for ``capacity`` slots of rank ``rank``: new buffers holding the old values, and new parameters."""
+        capacity, rank = max(capacity, self.capacity), max(rank, self.rank)
+        if (capacity, rank) == (self.capacity, self.rank):
+            return
+        old_rank, grown = self.rank, []
+        for old in self.buffers:
+            new = torch.zeros(capacity, self.width(rank), device=self.device, dtype=self.dtype)
+            for (a, b), (a_old, b_old) in zip(self.views(new, rank), self.views(old, old_rank), strict=True):
+                a[:self.capacity, :old_rank].copy_(a_old)
+                b[:self.capacity, :, :old_rank].copy_(b_old)
+            grown.append(new)
+        self.weights, self.grads, self.exp_avg, self.exp_avg_sq = grown
+        self.scale = F.pad(self.scale, (0, capacity - self.capacity))
+        self.window_loss = F.pad(self.window_loss, (0, capacity - self.capacity))
+        self.steps += [0] * (capacity - self.capacity)
+        self.capacity, self.rank = capacity, rank
+        for layer, (a, b), (grad_a, grad_b) in zip(self.layers.values(), self.views(self.weights),
+                                                   self.views(self.grads), strict=True):
+            a, b = nn.Parameter(a), nn.Parameter(b)
+            a.grad, b.grad = grad_a, grad_b  # autograd adds into the flat gradient buffer
+            layer.stack = LayerStack(a, b, self)
+
+    @torch.no_grad()
+    def add(self, slot: int, weights: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float) -> None:
+        """Put a member's initial ``{layer name: (A, B)}`` (its layers, in model order) into ``slot``."""
+        r = next(iter(weights.values()))[0].shape[0]
+        self.grow(slot + 1, r)
+        self.clear(slot)
+        for name, (a, b) in zip(self.layers, self.views(self.weights), strict=True):
+            if name in weights:
+                a[slot, :r].copy_(weights[name][0])
+                b[slot, :, :r].copy_(weights[name][1])
+        self.scale[slot] = scaling
+        self.ranks[slot], self.scalings[slot], self.adapted[slot] = r, scaling, list(weights)
+
+    @torch.no_grad()
+    def clear(self, slot: int) -> None:
+        """Empty ``slot``: weights, gradients, moments, step count, scaling and loss back to zero."""
+        if slot >= self.capacity:
+            return
+        for flat in self.buffers:
+            flat[slot].zero_()
+        self.scale[slot] = 0.0
+        self.window_loss[slot] = 0.0
+        self.steps[slot] = 0
+        for known in (self.ranks, self.scalings, self.adapted):
+            known.pop(slot, None)
+
+    def slot_views(self, flat: torch.Tensor, slot: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{layer name: (A, B)}`` of the layers ``slot``'s member adapts, at its own rank, as views of ``flat``
+        (detached: writing into them changes the stack)."""
+        r, names = self.ranks[slot], set(self.adapted[slot])
+        return {name: (a[slot, :r], b[slot, :, :r])
+                for name, (a, b) in zip(self.layers, self.views(flat.detach()), strict=True) if name in names}

@@ -1,0 +1,213 @@
+"""The stacked group step: as many kernels a step for K members as for one.
+
+Each step stacks one micro-batch of every member in slot order, each padded to the same rows and
+length (a member with fewer rows gets dummy rows: pad tokens, one attended position, no labels),
+so that every adapted layer applies all members' adapters with two batched matmuls
+(:mod:`trainer.group.stacked_lora`). The loss is one token cross-entropy over the label tokens of
+the whole stack, summed per member and divided by the member's own label count (the Trainer's
+normalisation); the backward of the members' sum gives each slot the gradient of its own loss.
+Then one optimizer step clips and steps the slots whose window ended
+(:func:`trainer.group.stacked_adamw.step_slots`), each with its own learning rate, step count,
+weight decay and clipping norm. No part of the step loops over members on the device: the
+kernels a step do not grow with K (``bench/group_ops.py`` counts them).
+
+A member trains as it does alone up to rounding (the batched matmuls, norms and sums add in
+another order than a lone run), not bit for bit; LoRA dropout is refused, as per-member masks
+would cost kernels per member.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+
+import torch
+from torch.nn import functional as F
+
+from trainer.group.batches import IGNORE, TrainOrder
+from trainer.group.chunked_loss import chunked_token_loss
+from trainer.group.group_trainer import HOST_INPUTS, GroupTrainer, to_device
+from trainer.group.member import Member, WindowLoss
+from trainer.group.multi_lora import lora_scaling, peft_init
+from trainer.group.stacked_adamw import SlotOptimizer, step_slots
+from trainer.group.stacked_lora import SlotStack, StackedRows
+from trainer.spec import TrialSpec
+
+
+class StackedGroupTrainer(GroupTrainer):
+    """A :class:`trainer.group.group_trainer.GroupTrainer` whose members share stacked adapters and one optimizer step.
+
+    ``length_multiple`` pads each step's length up to a multiple of it (fewer distinct shapes, for
+    CUDA graphs or ``torch.compile``); ``compile_mode`` compiles the decoder with ``torch.compile``
+    in that mode (``"reduce-overhead"``: CUDA graphs), or None; ``activation_checkpointing``
+    recomputes each decoder layer's activations in the backward (memory for long rows or many trials);
+    ``loss_chunk`` computes the loss through the output layer that many tokens at a time without
+    keeping their logits (:mod:`trainer.group.chunked_loss`; memory for a large vocabulary), or None.
+    """
+
+    def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
+                 length_multiple: int = 1, compile_mode: str | None = None,
+                 activation_checkpointing: bool = False, loss_chunk: int | None = None) -> None:
+        if length_multiple < 1:
+            raise ValueError(f"length_multiple must be at least 1, but got {length_multiple=}")
+        if loss_chunk is not None and loss_chunk < 1:
+            raise ValueError(f"loss_chunk must be at least 1 (or None), but got {loss_chunk=}")
+        if activation_checkpointing:
+            _enable_checkpointing(model)
+        super().__init__(model, pad_id, targets, "stacked", autocast)
+        weight = next(model.parameters())
+        # adapters train in float32 beside a 16-bit base, as PEFT keeps them (multi_lora.add_adapter)
+        self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32)
+        self.length_multiple, self.loss_chunk = length_multiple, loss_chunk
+        self.compiled = compile_mode is not None
+        if self.compiled:
+            self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
+        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def add(self, spec: TrialSpec, order: TrainOrder, eval_data: list, events, started: float, faults=()) -> Member:
+        """A new member with PEFT's initial adapter for its seed, in the first free slot of the stack."""
+        lora, t = spec.lora, spec.training
+        layers, slot = self._adapted_layers(spec), self._free_slot()
+        if lora.lora_dropout:
+            raise ValueError(f"lora.lora_dropout {lora.lora_dropout}: the stacked matmul trains without dropout; "
+                             "set it to 0, or use matmul loop or bmm")
+        optimizer = SlotOptimizer(self.stack, slot, list(layers), t.learning_rate, t.weight_decay,
+                                  t.optim == "adamw_torch_fused" or None)
+        member = Member(spec, slot, [], order, eval_data, events, started, faults, optimizer=optimizer)
+        weights = dict(zip(layers, peft_init(layers, lora.r, t.seed), strict=True))
+        self.stack.add(slot, weights, lora_scaling(lora.r, lora.lora_alpha, lora.use_rslora))
+        self.members.append(member)
+        return member
+
+    def remove(self, member: Member) -> None:
+        """Take ``member`` out: its slot's weights, gradients, moments and step count back to zero."""
+        self.stack.clear(member.slot)
+        self.members.remove(member)
+
+    def adapter_weights(self, member: Member) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{module name: (lora_A, lora_B)}`` of ``member`` at its own rank: views into the stack."""
+        return self.stack.slot_views(self.stack.weights, member.slot)
+
+    def train_step(self) -> list[tuple[Member, object, WindowLoss | None]]:
+        """One forward, backward and optimizer step for every member; each member's window loss once it stepped."""
+        members = sorted(self.members, key=lambda m: m.slot)
+        with torch.profiler.record_function(HOST_INPUTS):
+            batches = [m.next_batch() for m in members]
+            ids, mask, targets = self._inputs([(b.input_ids, b.attention_mask, b.labels) for b in batches],
+                                              [b.items for b in batches])
+        rows = self._rows([m.slot for m in members])
+        self.model.train()
+        with self.routing.stack(rows):  # the backward too: gradient checkpointing runs the layers again in it
+            with self._autocast():
+                losses = self._losses(ids, mask, targets, len(members))
+            with _flat_gradients():
+                losses.sum().backward()
+        window = self.stack.window_loss
+        if rows.index is None:
+            window.add_(losses.detach())
+        else:
+            window.index_add_(0, rows.index, losses.detach())
+        due = [m for m, b in zip(members, batches, strict=True) if b.last]
+        if not due:
+            return [(m, b, None) for m, b in zip(members, batches, strict=True)]
+        keep = step_slots(self.stack, [(m.slot, m.optimizer.param_groups[0], m.spec.training.max_grad_norm)
+                                       for m in due])
+        summed = window.clone()
+        window.mul_(keep)
+        return [(m, b, WindowLoss(summed, m.slot) if b.last else None)
+                for m, b in zip(members, batches, strict=True)]
+
+    @torch.no_grad()
+    def evaluate(self, members: list[Member]) -> list[float]:
+        """Eval loss of each of ``members`` (each batch's token mean, weighted by its rows), their batches stacked."""
+        sums, rows = [0.0] * len(members), [0] * len(members)
+        self.model.eval()
+        for i in range(max(len(m.eval_data) for m in members)):
+            part = sorted([(k, m) for k, m in enumerate(members) if i < len(m.eval_data)], key=lambda p: p[1].slot)
+            batches = [m.eval_data[i] for _, m in part]
+            with torch.profiler.record_function(HOST_INPUTS):
+                counts = [int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in batches]
+                ids, mask, targets = self._inputs(batches, counts)
+            with self.routing.stack(self._rows([m.slot for _, m in part])), self._autocast():
+                means = self._losses(ids, mask, targets, len(part)).tolist()
+            for (k, _), mean, (ids_k, _, _) in zip(part, means, batches, strict=True):
+                sums[k] += mean * ids_k.shape[0]
+                rows[k] += ids_k.shape[0]
+        self.model.train()
+        return [s / n for s, n in zip(sums, rows, strict=True)]
+
+    def _inputs(self, parts: list[tuple[torch.Tensor, ...]], divisors: list[int]) -> tuple:
+        """The stacked ``input_ids`` and ``attention_mask`` (on the CPU) of ``(ids, mask, labels)`` per member,
+        and on the device in one copy: ``(member, its n-th token, row, position, label)`` of every label token
+        and each member's divisor (its loss is its summed token loss over it); then the most tokens of a member."""
+        count = len(parts)
+        rows = max(ids.shape[0] for ids, _, _ in parts)
+        length = math.ceil(max(ids.shape[1] for ids, _, _ in parts) / self.length_multiple) * self.length_multiple
+        ids = torch.full((count, rows, length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((count, rows, length), dtype=torch.long)
+        mask[:, :, 0] = 1  # a dummy row attends to one position (a row attending to none gives NaN in some kernels)
+        positions = []
+        for k, (ids_k, mask_k, labels) in enumerate(parts):
+            n, width = ids_k.shape
+            ids[k, :n, :width], mask[k, :n, :width] = ids_k, mask_k
+            following = labels[:, 1:]
+            row, col = (following != IGNORE).nonzero(as_tuple=True)
+            positions.append(torch.stack([torch.full_like(row, k), torch.arange(len(row)), row + k * rows, col,
+                                          following[row, col]]))
+        joined = torch.cat(positions, dim=1)
+        sent = to_device(torch.cat([joined.reshape(-1), torch.tensor(divisors)]), self.device)
+        most = max(p.shape[1] for p in positions)
+        return ids.view(-1, length), mask.view(-1, length), (sent[:joined.numel()].view(5, -1),
+                                                             sent[joined.numel():], most)
+
+    def _losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
+        """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``."""
+        (member, place, row, col, label), divisors, most = targets
+        if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
+        hidden = self._hidden(ids, mask)[row, col]
+        if self.loss_chunk is None:
+            token = F.cross_entropy(self.head(hidden).float(), label, reduction="none")
+        else:
+            token = chunked_token_loss(hidden, self.head.weight, getattr(self.head, "bias", None), label,
+                                       self.loss_chunk)
+        # each member's token losses in a row of their own, then summed along it: the same sums on every run
+        # (index_add's atomic adds on a GPU land in any order)
+        return token.new_zeros(count, most).index_put((member, place), token).sum(1) / divisors.clamp(min=1)
+
+    def _rows(self, slots: list[int]) -> StackedRows:
+        """The layout of a batch stacked in ``slots``' order (already sorted)."""
+        scale = self.stack.scale
+        if slots == list(range(self.stack.capacity)):
+            return StackedRows(len(slots), None, scale.view(-1, 1, 1))
+        key = tuple(slots)
+        if key not in self._indices:
+            if len(self._indices) > 64:  # slot sets seen come and go with the members
+                self._indices.clear()
+            self._indices[key] = to_device(torch.tensor(slots), self.device)
+        index = self._indices[key]
+        return StackedRows(len(slots), index, scale.index_select(0, index).view(-1, 1, 1))
+
+
+def _enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing of ``model``'s decoder layers (the layers run again in the backward,
+    inside the step's routing), by transformers' name for it in this version."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+@contextmanager
+def _flat_gradients():
+    """Where autograd adds gradients into views of the stack's flat gradient buffer: torch warns (once) that such
+    a view, strided like its parameter, breaks its layout contract; it is meant (torch >= 2.12 can be told so)."""
+    if hasattr(torch.autograd, "enforce_grad_layout_policy"):
+        with torch.autograd.enforce_grad_layout_policy(False):
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+        yield
