@@ -73,7 +73,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "grid-smollm2.yaml")
     parser.add_argument("--backends", default="transformers,grouped")
-    parser.add_argument("--group-matmul", default="bmm", choices=["loop", "bmm"])
+    parser.add_argument("--group-matmul", default="stacked", choices=["loop", "bmm", "stacked"])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--trials-per-gpu", type=int, default=16)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/throughput"))
