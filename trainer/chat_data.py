@@ -33,6 +33,11 @@ def set_chat_template(tokenizer, which: str, needs_template: bool) -> None:
             "the tokenizer has no chat template, but the data is chat: set model.chat_template: llama-3 (or "
             "another of Unsloth's template names, e.g. chatml) in the study file, or use a tokenizer that has one"
         )
+    ensure_pad_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token one: Llama-3's reserved pad where it has it, else its eos token."""
     if tokenizer.pad_token is None:
         pad = "<|finetune_right_pad_id|>"
         tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token

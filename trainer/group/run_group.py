@@ -92,11 +92,13 @@ def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", atten
     import torch
 
     from trainer.backends import load_model, torch_dtype
+    from trainer.chat_data import ensure_pad_token
     from trainer.group.group_trainer import new_group_trainer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.time()
     model, tokenizer = load_model("transformers", first.model, device, first.training.seed)
+    ensure_pad_token(tokenizer)  # the group pads its stack before any member's data sets the template
     model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
     dtype = torch_dtype(first.model, device)
     trainer = new_group_trainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
