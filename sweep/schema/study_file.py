@@ -180,6 +180,10 @@ class StudyFile(Strict):
             raise ValueError("training.packing true: the grouped backend stacks rows unpacked; set it to false")
         if self.lora.bias != "none":
             raise ValueError(f"lora.bias {self.lora.bias!r}: the grouped backend shares the base's biases; use 'none'")
+        dropout = self.lora.lora_dropout > 0 or self.search.params.lora_dropout is not None
+        if self.execution.group_matmul == "stacked" and dropout:
+            raise ValueError("execution.group_matmul stacked trains without LoRA dropout, but lora_dropout is set or "
+                             "searched: drop it, or use group_matmul loop or bmm")
         return self
 
     @model_validator(mode="after")

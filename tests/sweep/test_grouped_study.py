@@ -12,18 +12,22 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.sweep.live_study import (
+    MINIMAL_STUDY,
     assert_adapters_load,
     assert_study_finished_exactly,
     events,
     run_sweep,
     run_trainer,
     start_sweep,
+    study_errors,
     study_trials,
     wait_for,
     write_study,
+    write_study_text,
 )
 
 
@@ -35,6 +39,19 @@ def grouped_study(tmp_path, n_trials: int, **execution):
     study["model"]["dtype"] = "float32"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("training: {optim: sgd}\nexecution: {backend: grouped}\n",
+     "training.optim 'sgd': the grouped backend trains with AdamW"),
+    ("training: {packing: true}\nexecution: {backend: grouped}\n", "training.packing true: the grouped backend"),
+    ("lora: {bias: all}\nexecution: {backend: grouped}\n", "lora.bias 'all': the grouped backend"),
+    ("lora: {lora_dropout: 0.1}\nexecution: {backend: grouped, group_matmul: stacked}\n",
+     "execution.group_matmul stacked trains without LoRA dropout"),
+])
+def test_what_a_group_cannot_train_is_refused_in_one_line(tmp_path, extra, expected):
+    (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + extra))
+    assert expected in line
 
 
 def started_pid(trial) -> int:

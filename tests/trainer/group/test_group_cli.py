@@ -38,3 +38,29 @@ def test_a_base_that_cannot_load_ends_every_trial_as_bad_input(tmp_path):
         lines = (tmp_path / str(number) / "events.jsonl").read_text().splitlines()
         result = json.loads(lines[-1])
         assert result["status"] == "bad_input" and "no-such-model" in result["reason"]
+
+
+def test_a_tokenizer_without_a_pad_token_trains_in_a_group(tmp_path):
+    # SmolLM2's tokenizer has none: the group must pad its stack with the pad a lone trial gets
+    import shutil
+
+    from tests.sweep.live_study import TINY_MODEL
+
+    model = tmp_path / "no-pad"
+    shutil.copytree(TINY_MODEL, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    del config["pad_token"]
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    for matmul in ("loop", "stacked"):
+        spec = TrialSpec.model_validate({
+            "study": "s", "trial_number": 0, "output_dir": str(tmp_path / matmul), "backend": "grouped",
+            "model": {"name_or_path": str(model), "load_in_4bit": False, "chat_template": "llama-3", "dtype": "float32"},
+            "data": {"train": str(DEMO_DATA / "train.jsonl"), "eval": str(DEMO_DATA / "eval.jsonl")},
+            "lora": {"r": 4, "lora_alpha": 8},
+            "training": {"learning_rate": 1e-3, "num_train_epochs": 1, "max_steps": 2, "eval_points": 1,
+                         "per_device_train_batch_size": 2, "per_device_eval_batch_size": 8, "optim": "adamw_torch"},
+        })
+        spec.write(tmp_path / f"{matmul}.json")
+        done = group_cli(str(tmp_path / f"{matmul}.json"), "--matmul", matmul)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert json.loads((tmp_path / matmul / "events.jsonl").read_text().splitlines()[-1])["status"] == "ok"
