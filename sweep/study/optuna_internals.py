@@ -74,3 +74,12 @@ def enqueued_params(trial: optuna.trial.FrozenTrial) -> dict | None:
 def contains(distribution: optuna.distributions.BaseDistribution, value) -> bool:
     """Whether ``value`` (as a trial holds it, not Optuna's internal form) lies in ``distribution``."""
     return distribution._contains(distribution.to_internal_repr(value))
+
+
+def set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``Study.set_metric_names`` (optuna-dashboard's axis titles), without its note that it is experimental."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)

@@ -13,8 +13,14 @@ compares the two key by key and names each change:
   study (its categorical distributions are fixed once used), so the sweep continues in a new
   version of the study, ``NAME@v2``, that starts from a copy of the old version's finished trials
   that lie inside the new space, re-expressed in the new distributions: nothing is trained again;
+- a changed objective (``search.objective``) likewise: Optuna fixes a study's directions, and the old
+  values score another thing. The new version gets the finished trials whose values for the new
+  objective are known from what they recorded (:func:`sweep.study.objective_values.carried_values`:
+  chrF and training seconds always; an eval loss only where it is that of the adapter the trial
+  kept, so a trial that kept its last adapter has no ``best_eval``); the others stay in the old version;
 - changes that make old trials incomparable (``model``, ``data``, ``lora``, ``training``,
-  ``execution.backend``) are refused in one line that names the keys and the way out.
+  ``execution.backend``, and ``samples`` where chrF is an objective) are refused in one line that
+  names the keys and the way out.
 
 Versions are linked (``sweep:next_version`` on the older one); every command follows the link to the
 newest version, and the trials of version ``k >= 2`` live in ``trials/vK-NNNNN``.
@@ -30,9 +36,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import UserError
+from sweep.schema.objectives import DEFAULT, Objectives
 from sweep.schema.search_space import SearchSpace
 from sweep.schema.study_file import Study
-from sweep.study.optuna_internals import contains, set_system_attr, storage_of, system_attrs
+from sweep.study.objective_values import carried_values
+from sweep.study.optuna_internals import contains, set_metric_names, set_system_attr, storage_of, system_attrs
 from sweep.study.trial_attrs import CONFIG, COPIED_FROM, LORA_ALPHA, STUDY_FILE, USE_RSLORA
 
 UID = "sweep:uid"
@@ -118,16 +126,31 @@ def changes(old: dict, new: dict, prefix: str = "") -> list[Change]:
     return found
 
 
+def recorded_config(optuna_study: optuna.Study) -> dict | None:
+    """The resolved study file the study recorded (None: none yet), in today's shape: a study recorded before
+    ``search.objective`` existed has ``search.metric``/``direction`` instead, and minimised the last eval loss."""
+    recorded = optuna_study.user_attrs.get(CONFIG)
+    if recorded is None or "objective" in recorded.get("search", {}):
+        return recorded
+    search = {k: v for k, v in recorded.get("search", {}).items() if k not in ("metric", "direction")}
+    return {**recorded, "search": {**search, "objective": [DEFAULT]}}
+
+
 def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optuna.Study:
     """Compare ``study`` with what the (newest version of the) study recorded; call inside the gate.
 
-    Returns the study to run: the same one, or a new version for a changed search space. Raises a
-    UserError for changes that would make finished trials incomparable, and for a study file of
-    another path and content that shares this study's name.
+    Returns the study to run: the same one, or a new version for a changed search space or objective.
+    Raises a UserError for changes that would make finished trials incomparable, and for a study file
+    of another path and content that shares this study's name.
     """
-    recorded, current = optuna_study.user_attrs.get(CONFIG), study.config.model_dump(mode="json")
-    if recorded is None:
-        return optuna_study
+    recorded, current = recorded_config(optuna_study), study.config.model_dump(mode="json")
+    old_objectives, new_objectives = Objectives.of_study(optuna_study), Objectives(tuple(study.config.search.objective))
+    directions_differ = [d.name.lower() for d in optuna_study.directions] != new_objectives.directions
+    if recorded is None:  # created by a run that ended before recording its file
+        if not directions_differ:
+            return optuna_study
+        return _new_version(optuna_study, study.config.search.params, study.config.search.params, old_objectives,
+                            new_objectives, pruner, say)
     found = changes(recorded, current)
     if not found:
         return optuna_study
@@ -136,45 +159,66 @@ def settle(optuna_study: optuna.Study, study: Study, pruner, say=print) -> optun
     if recorded_file and recorded_file != str(study.path):
         raise UserError(f"{study.path}: name: {study.name!r} is already the study of {recorded_file}, with other "
                         f"settings ({keys}); give this file another name: or run that one")
-    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE) and not c.key.startswith(REPORTING_ONLY)]
+    scored = ("samples.",) if "chrf" in new_objectives.names + old_objectives.names else ()  # chrF of other answers
+    incomparable = [c for c in found if c.key.startswith(INCOMPARABLE + scored) and not c.key.startswith(REPORTING_ONLY)]
     if incomparable:
         raise UserError(f"{study.path}: {'; '.join(map(str, incomparable))}: changed since the study's trials ran, "
                         "which would make them incomparable with new ones; start over with `python -m sweep run "
                         f"--study {study.name} --fresh` (moves the old runs aside) or give the study another name:")
     for change in found:
         say(f"study file changed since the last run: {change}")
-    if not any(c.key.startswith("search.params.") for c in found) or not optuna_study.get_trials(deepcopy=False):
+    space_changed = any(c.key.startswith("search.params.") for c in found)
+    objective_changed = old_objectives != new_objectives or directions_differ
+    if not (space_changed or objective_changed):
         return optuna_study
+    if not optuna_study.get_trials(deepcopy=False) and not directions_differ:
+        return optuna_study  # nothing to carry over, and the study takes the new objective as it is
     return _new_version(optuna_study, SearchSpace.model_validate(recorded["search"]["params"]),
-                        study.config.search.params, pruner, say)
+                        study.config.search.params, old_objectives, new_objectives, pruner, say)
 
 
-def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpace, pruner, say) -> optuna.Study:
+def _new_version(old: optuna.Study, old_space: SearchSpace, new_space: SearchSpace, old_objectives: Objectives,
+                 new_objectives: Objectives, pruner, say) -> optuna.Study:
     attrs, storage = system_attrs(old), storage_of(old)
     version = attrs.get(VERSION, 1) + 1
     name = f"{base_name(old.study_name)}@v{version}"
-    new = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner,
+    new = optuna.create_study(storage=storage, study_name=name, directions=new_objectives.directions, pruner=pruner,
                               load_if_exists=True)
     if new.get_trials(deepcopy=False):  # a run that died between creating and linking it: start it again
         optuna.delete_study(study_name=name, storage=storage)
-        new = optuna.create_study(storage=storage, study_name=name, direction="minimize", pruner=pruner)
+        new = optuna.create_study(storage=storage, study_name=name, directions=new_objectives.directions,
+                                  pruner=pruner)
+    set_metric_names(new, new_objectives.labels)
     finished = old.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    copies = [c for c in (copy_into_space(t, old.study_name, old_space, new_space) for t in finished) if c is not None]
+    copies, unscored = [], 0
+    for trial in finished:
+        scores = carried_values(trial, old_objectives, new_objectives) if trial.state == TrialState.COMPLETE else None
+        if trial.state == TrialState.COMPLETE and scores is None:
+            unscored += 1  # its value for the new objective is not known: it stays in the old version
+            continue
+        copy = copy_into_space(trial, old.study_name, old_space, new_space, scores=scores)
+        if copy is not None:
+            copies.append(copy)
     new.add_trials(copies)
     set_system_attr(new, UID, uuid.uuid4().hex)
     set_system_attr(new, VERSION, version)
     set_system_attr(new, RUNS_STARTED, attrs.get(RUNS_STARTED, 0))
     set_system_attr(old, NEXT_VERSION, name)  # last: the new version is complete before anyone follows the link
-    outside = len(finished) - len(copies)
-    say(f"search space changed: continuing in study {name} with {len(copies)} finished trials of {old.study_name} "
-        f"copied" + (f" ({outside} outside the new space stay in {old.study_name})" if outside else ""))
+    outside = len(finished) - len(copies) - unscored
+    what = " and ".join(w for w, changed in (("search space", old_space != new_space),
+                                             ("objective", old_objectives != new_objectives)) if changed) or "objective"
+    left = [f"{outside} outside the new space"] * bool(outside) + \
+        [f"{unscored} without a value for {new_objectives.describe()}"] * bool(unscored)
+    say(f"{what} changed: continuing in study {name} with {len(copies)} finished trials of {old.study_name} "
+        f"copied" + (f" ({' and '.join(left)} stay in {old.study_name})" if left else ""))
     return new
 
 
 def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, new_space: SearchSpace,
-                    mark: str = COPIED_FROM) -> FrozenTrial | None:
+                    mark: str = COPIED_FROM, scores: list[float] | None = None) -> FrozenTrial | None:
     """``trial`` re-expressed in the new space's distributions (user attr ``mark``: where it came from), or
-    None if its configuration lies outside the new space."""
+    None if its configuration lies outside the new space. ``scores``: its values in the new study (default:
+    its own)."""
     values = {name: getattr(old_space, name).value for name in SearchSpace.model_fields}
     values.update({k: v for k, v in trial.params.items() if k in values})
     values.update({k: trial.user_attrs[k] for k in (LORA_ALPHA, USE_RSLORA) if k in trial.user_attrs})
@@ -184,7 +228,7 @@ def copy_into_space(trial: FrozenTrial, old_name: str, old_space: SearchSpace, n
     except (ValueError, KeyError):
         return None
     return FrozenTrial(
-        number=0, trial_id=0, state=trial.state, value=trial.value, values=None,
+        number=0, trial_id=0, state=trial.state, value=None, values=scores if scores is not None else trial.values,
         datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
         params=replay.taken, distributions=replay.distributions,
         user_attrs={**trial.user_attrs, mark: f"{old_name}#{trial.number}"},
