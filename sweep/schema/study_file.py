@@ -80,8 +80,8 @@ class SearchConfig(Strict):
     def _no_pruning_by_default_where_none_can_act(cls, data):
         if isinstance(data, dict) and "pruner" not in data:
             objective = data.get("objective", [DEFAULT])
-            names = tuple([objective] if isinstance(objective, str) else objective or [])
-            if not Objectives(names).prunable:
+            names = (objective,) if isinstance(objective, str) else tuple(objective) if isinstance(objective, list) else ()
+            if names and not Objectives(names).prunable:  # anything else is the objective's own error
                 data = {**data, "pruner": {"name": "none"}}
         return data
 
