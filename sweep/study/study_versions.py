@@ -34,11 +34,12 @@ from dataclasses import dataclass
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, TypeAdapter
 
 from sweep.errors import UserError
 from sweep.schema.objectives import DEFAULT, Objectives
 from sweep.schema.search_space import SearchSpace
-from sweep.schema.study_file import Study
+from sweep.schema.study_file import Study, StudyFile
 from sweep.study.objective_values import carried_values
 from sweep.study.optuna_internals import contains, set_metric_names, set_system_attr, storage_of, system_attrs
 from sweep.study.trial_attrs import CONFIG, COPIED_FROM, LORA_ALPHA, STUDY_FILE, USE_RSLORA
@@ -115,15 +116,34 @@ class Change:
 
 
 def changes(old: dict, new: dict, prefix: str = "") -> list[Change]:
-    """Every key (dotted path) whose value differs between two resolved study files."""
+    """Every key (dotted path) whose value differs between two resolved study files.
+
+    A key the schema gained since ``old`` was recorded is no change while it holds its default.
+    """
     found = []
     for key in sorted(set(old) | set(new)):
         a, b, path = old.get(key), new.get(key), f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
             found += changes(a, b, f"{path}.")
-        elif a != b and path not in IGNORED:
+        elif a != b and path not in IGNORED and not (key not in old and b == schema_default(path)):
             found.append(Change(path, a, b))
     return found
+
+
+def schema_default(path: str):
+    """The default of the study-file key ``path`` (dotted), as a resolved study file holds it; None if it has none."""
+    model: type[BaseModel] = StudyFile
+    *parents, last = path.split(".")
+    for part in parents:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    field = model.model_fields.get(last)
+    if field is None or field.is_required():
+        return None
+    return TypeAdapter(field.annotation).dump_python(field.get_default(call_default_factory=True), mode="json")
 
 
 def recorded_config(optuna_study: optuna.Study) -> dict | None:

@@ -228,6 +228,7 @@ def test_a_study_recorded_before_objectives_goes_on_unchanged(tmp_path):
     path, optuna_study = recorded_study(tmp_path, "", [{"value": 2.5, "user_attrs": {}}], samples="", named=False)
     recorded = optuna_study.user_attrs[CONFIG]
     legacy = {k: v for k, v in recorded["search"].items() if k != "objective"}
+    legacy["sampler"] = {k: v for k, v in legacy["sampler"].items() if k != "population_size"}  # added since
     optuna_study.set_user_attr(CONFIG, {**recorded, "search": {**legacy, "direction": "minimize", "metric": "eval_loss"}})
     said = []
     assert settle(optuna_study, load_study(str(path)), pruner=None, say=said.append) is optuna_study and said == []
