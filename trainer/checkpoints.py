@@ -28,7 +28,8 @@ from trainer.spec import TrialSpec
 from trainer.trial_folder import CHECKPOINT_DIR, OWNER_FILE
 
 # what a trial's spec may differ in and still be the same run: where it runs and what it reports
-NOT_HASHED = {"trial_number", "output_dir", "resume", "cache_dir", "study_uid", "samples", "keep_checkpoints", "study_dir"}
+NOT_HASHED = {"trial_number", "output_dir", "resume", "cache_dir", "study_uid", "samples", "keep_checkpoints", "study_dir",
+              "keep_adapter"}
 
 
 def spec_hash(spec: TrialSpec) -> str:

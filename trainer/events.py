@@ -83,9 +83,11 @@ class Result(_Event):
     event: Literal["result"] = "result"
     status: Literal["ok", "stopped", "oom", "error", "bad_input"]
     reason: str | None = None
-    eval_loss: float | None = None
+    eval_loss: float | None = Field(None, description="Eval loss after the last step.")
     train_loss: float | None = None
     adapter_path: str | None = None
+    adapter_step: int | None = Field(None, description="The step whose weights the adapter holds.")
+    adapter_eval_loss: float | None = Field(None, description="The eval loss of those weights.")
     steps: int = 0
     tokens_per_second: float | None = None
     peak_memory_mb: float | None = None

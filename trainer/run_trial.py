@@ -11,7 +11,6 @@ A chain of flat functions in the order they run. Every outcome, failures include
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -20,7 +19,7 @@ from trainer import checkpoints, tracking
 from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.samples import chrf, generate_samples
 from trainer.spec import TrialSpec
-from trainer.trial_folder import ADAPTER_DIR, ADAPTER_SPEC_FILE, CHECKPOINT_DIR, EVENTS_FILE
+from trainer.trial_folder import ADAPTER_DIR, CHECKPOINT_DIR, EVENTS_FILE
 
 EXIT_CODES = {"ok": 0, "stopped": 0, "error": 1, "bad_input": 2, "oom": 3}
 FOLDER_WAIT_SECONDS = 60  # a killed previous trainer of this folder is gone well within this
@@ -94,6 +93,7 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
 
     from trainer.callbacks import EventCallback
     from trainer.faults import fault_callbacks
+    from trainer.saved_adapter import BestAdapter, remove_adapter
     from trainer.trial_data import encode, load_rows
 
     _freeze_imports()
@@ -114,16 +114,19 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
     tokens_per_step = _mean_tokens(train_ds) * config.per_device_train_batch_size * config.gradient_accumulation_steps
     eval_points = None if spec.training.eval_steps else spec.training.eval_points
     callback = EventCallback(events, spec.out, tokens_per_step, started, eval_points)
+    start = checkpoints.resume_point(spec) if not spec.evaluate_only else None
+    best = BestAdapter(spec, tokenizer, resumed=start.path is not None) \
+        if start is not None and spec.keep_adapter == "best_eval" else None
     trainer = SFTTrainer(
         model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        callbacks=[callback, *fault_callbacks(config.per_device_train_batch_size, spec.trial_number)],
+        callbacks=[callback, *([best] if best else []),
+                   *fault_callbacks(config.per_device_train_batch_size, spec.trial_number)],
     )
     if spec.evaluate_only:
         events.emit(Setup(backend=backend, device=device, total_steps=0, train_rows=len(train_ds),
                           eval_rows=len(eval_ds), notes=[f"format={fmt}", f"4bit={quantized}", "evaluate_only"]))
         _phase(events, "trainer", phase)
         return evaluate_base(spec, trainer, tokenizer, eval_rows, fmt, backend, device, resident)
-    start = checkpoints.resume_point(spec)
     checkpoints.claim(spec)
     resumed = start.step
     notes = [f"format={fmt}", f"4bit={quantized}", f"optim={config.optim}", f"base={'kept' if reused else 'loaded'}",
@@ -143,13 +146,14 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
             "train_tokens": round((step - resumed) * tokens_per_step)}
     if callback.stopped:
         result = Result(status="stopped", reason="stopped by the orchestrator (pruned)", **base)
+        remove_adapter(spec)  # a pruned trial keeps no adapter, not even its best so far
     else:
         if callback.last_eval is None or callback.last_eval[0] != step:
             trainer.evaluate()
-        adapter = save_adapter(spec, trainer.model, tokenizer)
+        kept = keep_adapter(spec, trainer.model, tokenizer, best, callback.last_eval)
         samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
-        result = Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(adapter), samples=samples,
-                        chrf=chrf(samples), **base)
+        result = Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(spec.out.resolve() / ADAPTER_DIR),
+                        adapter_step=kept[0], adapter_eval_loss=kept[1], samples=samples, chrf=chrf(samples), **base)
     if resident is not None:
         # trained biases (lora.bias other than none) changed the base: the next trial loads afresh
         if spec.lora.bias == "none":
@@ -158,6 +162,20 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
             resident.drop()
     checkpoints.drop(spec)  # finished (ok or pruned): nothing will resume them
     return result
+
+
+def keep_adapter(spec: TrialSpec, model, tokenizer, best, last_eval: tuple[int, float]) -> tuple[int, float]:
+    """The trial's adapter in place, and ``model`` holding its weights (the samples are its answers);
+    returns (step, eval loss) of those weights: the last step's, or with ``best`` (a BestAdapter) the best
+    eval point's."""
+    from trainer.saved_adapter import load_adapter_weights, save_adapter
+
+    if best is None:
+        save_adapter(spec, model, tokenizer, *last_eval)
+        return last_eval
+    if best.kept[0] != last_eval[0]:
+        load_adapter_weights(model, spec.out / ADAPTER_DIR)
+    return best.kept
 
 
 def evaluate_base(spec: TrialSpec, trainer, tokenizer, eval_rows, fmt, backend, device, resident=None) -> Result:
@@ -257,19 +275,6 @@ def _total_steps(trainer, config) -> int:
 
 def _mean_tokens(dataset) -> float:
     return sum(len(ids) for ids in dataset["input_ids"]) / max(1, len(dataset))
-
-
-def save_adapter(spec: TrialSpec, model, tokenizer) -> Path:
-    """Write the PEFT adapter, tokenizer and spec under a temporary name, then rename it into place."""
-    final = spec.out / ADAPTER_DIR
-    partial = spec.out / f".{ADAPTER_DIR}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(str(partial))
-    tokenizer.save_pretrained(str(partial))
-    spec.write(partial / ADAPTER_SPEC_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
-    return final.resolve()
 
 
 def peak_memory_mb(device: str) -> float:

@@ -195,6 +195,16 @@ class TrialSpec(Strict):
     evaluate_only: bool = Field(
         False, description="Measure the base model before any training: eval loss, samples and chrF; no adapter."
     )
+    keep_adapter: Literal["last", "best_eval"] = Field(
+        "last", description="Which weights adapter/ keeps: the last step's, or (best_eval) those of the eval point "
+                            "with the lowest eval loss, saved whenever an eval point improves on the best so far."
+    )
+
+    @model_validator(mode="after")
+    def _grouped_keeps_the_last(self) -> TrialSpec:
+        if self.backend == "grouped" and self.keep_adapter != "last":
+            raise ValueError("keep_adapter best_eval: the grouped backend keeps the last step's adapter only")
+        return self
 
     @property
     def out(self) -> Path:

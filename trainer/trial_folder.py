@@ -8,7 +8,7 @@ A trial folder (``runs/NAME/trials/NNNNN/``) holds::
     STOP                 created by the orchestrator: stop at the next step (pruned)
     .trainer.lock        held by the trainer writing the folder, so a retry never writes beside it
     checkpoints/         the Trainer's checkpoints and owner.json (trainer.checkpoints)
-    adapter/             the finished PEFT adapter, with tokenizer and trial_spec.json
+    adapter/             the finished PEFT adapter, with tokenizer, trial_spec.json and adapter_eval.json
     samples.jsonl        the trial's sample generations, written by the orchestrator for the dashboard
     cache/               the trainer's compile caches (Unsloth, Triton, TorchInductor)
 
@@ -31,6 +31,7 @@ CHECKPOINT_DIR = "checkpoints"
 OWNER_FILE = "owner.json"  # in CHECKPOINT_DIR: which trial may resume them
 ADAPTER_DIR = "adapter"
 ADAPTER_SPEC_FILE = "trial_spec.json"  # in ADAPTER_DIR: how the adapter was made
+ADAPTER_EVAL_FILE = "adapter_eval.json"  # in ADAPTER_DIR: the step and eval loss of its weights, and their owner
 ADAPTER_CONFIG_FILE = "adapter_config.json"  # in ADAPTER_DIR: PEFT's
 ADAPTER_WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # in ADAPTER_DIR: PEFT's, one of them
 SAMPLES_FILE = "samples.jsonl"

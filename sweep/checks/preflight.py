@@ -25,9 +25,12 @@ from trainer.rows import RowError
 def check_data(study: Study) -> None:
     """Raise a UserError for the first problem with ``study``'s data (folders: their files only)."""
     try:
-        check_rows(study.config.data)
+        rows = check_rows(study.config.data)
     except RowError as e:
         raise UserError(f"{study.path}: {e.key}: {e}") from None
+    if rows is not None and rows.format == "text" and "chrf" in study.config.search.objective:
+        raise UserError(f"{study.path}: search.objective: chrf scores answers to the eval rows' prompts, and text "
+                        "rows have neither; give chat, sharegpt or alpaca rows, or another objective")
 
 
 def check_writable(folder: Path, storage_url: str, runs_dir: Path, storage_given: bool) -> None:

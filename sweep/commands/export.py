@@ -1,6 +1,7 @@
 """``python -m sweep export --study NAME [--trial N] --to DIR [--merge]``: a trial's adapter, ready to share.
 
-Copies the chosen trial's adapter (default: the best trial) into DIR with its tokenizer, its
+Copies the chosen trial's adapter (default: the best trial; a multi-objective study has none, so
+``--trial`` picks one of its Pareto front) into DIR with its tokenizer, its
 ``trial_spec.json`` and a model card (``README.md``, Hugging Face style: base model, parameters,
 study, trial, eval loss). DIR loads with ``PeftModel.from_pretrained(base, DIR)``. With ``--merge``
 DIR also gets ``merged/``: the base model with the adapter merged in, loadable with
@@ -47,13 +48,7 @@ def parse_trial(text: str | None) -> int | None:
 
 
 def main(args) -> int:
-    from sweep.results.export_adapter import (
-        check_destination,
-        choose_trial,
-        complete_count,
-        export_trial,
-        trial_adapter,
-    )
+    from sweep.results.export_adapter import check_destination, choose_trial, export_trial, standing, trial_adapter
 
     number = parse_trial(args.trial)
     if args.merge_dtype not in DTYPES:
@@ -66,9 +61,10 @@ def main(args) -> int:
     adapter = trial_adapter(trial)
     if args.merge:
         print(f"merging trial #{trial.number}'s adapter into its base model (in a trainer subprocess)...", flush=True)
-    to = export_trial(trial, adapter, args.to, study.name, optuna_study.best_trial.number,
-                      complete_count(optuna_study), args.merge_dtype if args.merge else None)
-    print(f"exported trial #{trial.number} of study {study.name} (eval loss {trial.value:.4f}) to {to}")
+    where = standing(optuna_study)
+    to = export_trial(trial, adapter, args.to, study.name, where, args.merge_dtype if args.merge else None)
+    scores = ", ".join(f"{title} {value:.4f}" for title, value in zip(where.objectives.titles, trial.values, strict=True))
+    print(f"exported trial #{trial.number} of study {study.name} ({scores}) to {to}")
     if args.merge:
         print(f"  merged model: {to / 'merged'}")
     return 0

@@ -1,4 +1,7 @@
-"""``python -m sweep status --study NAME [--json]``: the study's trials as a table, or as JSON for scripts."""
+"""``python -m sweep status --study NAME [--json]``: the study's trials as a table, or as JSON for scripts.
+
+A multi-objective study marks the trials on its Pareto front (``*``; ``"pareto_front": true``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from rich.console import Console
 
 from sweep.results.trial_table import trial_record, trials_table
 from sweep.run.base_model import base_line
+from sweep.schema.objectives import Objectives
 from sweep.study.locate import add_study_arguments, open_existing
 
 
@@ -20,12 +24,14 @@ def add_parser(subparsers) -> None:
 
 def main(args) -> int:
     study, optuna_study = open_existing(args)
-    records = [trial_record(t) for t in optuna_study.get_trials(deepcopy=False)]
+    objectives = Objectives.of_study(optuna_study)
+    on_front = {t.number for t in optuna_study.best_trials} if objectives.multi else None
+    records = [trial_record(t, objectives, on_front) for t in optuna_study.get_trials(deepcopy=False)]
     if args.json:
         print(json.dumps(records, indent=2, default=str))
     else:
         console = Console()
-        console.print(trials_table(records, f"study {optuna_study.study_name}"))
+        console.print(trials_table(records, f"study {optuna_study.study_name}", objectives))
         line = base_line(optuna_study.user_attrs)
         if line:
             console.print(line)

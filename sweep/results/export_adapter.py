@@ -16,7 +16,8 @@ from pathlib import Path
 from sweep.checks.writable import unwritable_reason
 from sweep.errors import UserError
 from sweep.launch.trainer_process import child_env
-from sweep.results.model_card import adapter_card, merged_card
+from sweep.results.model_card import Standing, adapter_card, merged_card
+from sweep.schema.objectives import Objectives, front
 from sweep.study.trial_attrs import ADAPTER_PATH
 from trainer.spec import TrialSpec
 from trainer.trial_folder import ADAPTER_SPEC_FILE, adapter_complete
@@ -26,7 +27,11 @@ CARD = "README.md"
 
 
 def choose_trial(optuna_study, study_name: str, number: int | None):
-    """Trial ``number`` (default: the best), which must be COMPLETE; else a UserError naming the choices."""
+    """Trial ``number`` (default: the best), which must be COMPLETE; else a UserError naming the choices.
+
+    A multi-objective study has no one best trial: without ``number`` it is a UserError naming the
+    trials of its Pareto front.
+    """
     from optuna.trial import TrialState
 
     trials = optuna_study.get_trials(deepcopy=False)
@@ -35,7 +40,12 @@ def choose_trial(optuna_study, study_name: str, number: int | None):
     if number is None:
         if not complete:
             raise UserError(f"study {study_name} has no complete trial yet: nothing to export")
-        return optuna_study.best_trial
+        best = front(optuna_study)
+        if len(optuna_study.directions) > 1:
+            raise UserError(f"study {study_name} is multi-objective: no one trial is best; choose one of its Pareto "
+                            f"front with --trial N ({', '.join(f'#{t.number}' for t in best)}; "
+                            f"`python -m sweep best --study {study_name}` shows them)")
+        return best[0]
     chosen = next((t for t in trials if t.number == number), None)
     if chosen is None:
         raise UserError(f"--trial {number}: study {study_name} has no such trial (complete trials: {choices})")
@@ -45,11 +55,12 @@ def choose_trial(optuna_study, study_name: str, number: int | None):
     return chosen
 
 
-def complete_count(optuna_study) -> int:
-    """How many trials of the study are COMPLETE (the model card says "the best of N")."""
+def standing(optuna_study) -> Standing:
+    """Where the study's trials stand, for the model card: the best trial or the Pareto front, out of how many."""
     from optuna.trial import TrialState
 
-    return len(optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return Standing(best=[t.number for t in front(optuna_study)], objectives=Objectives.of_study(optuna_study),
+                    n_complete=len(optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
 
 
 def trial_adapter(trial) -> Path:
@@ -72,8 +83,7 @@ def check_destination(to: Path) -> None:
         raise UserError(f"--to {to}: {problem}; give a new or empty folder in a writable place")
 
 
-def export_trial(trial, adapter: Path, to: Path, study_name: str, best_number: int, n_complete: int,
-                 merge_dtype: str | None) -> Path:
+def export_trial(trial, adapter: Path, to: Path, study_name: str, standing: Standing, merge_dtype: str | None) -> Path:
     """Copy ``adapter`` with a model card to ``to``; with ``merge_dtype``, also a merged model in ``to/merged``."""
     spec = TrialSpec.read(adapter / ADAPTER_SPEC_FILE)
     to = to.resolve()
@@ -83,11 +93,11 @@ def export_trial(trial, adapter: Path, to: Path, study_name: str, best_number: i
     try:
         # PEFT's placeholder README is replaced by the card below
         shutil.copytree(adapter, staging, ignore=shutil.ignore_patterns(CARD))
-        (staging / CARD).write_text(adapter_card(spec, trial, study_name, best_number, n_complete), encoding="utf-8")
+        (staging / CARD).write_text(adapter_card(spec, trial, study_name, standing), encoding="utf-8")
         if merge_dtype is not None:
             merged = staging / MERGED_DIR
             written_dtype = run_merge(adapter, merged, merge_dtype)
-            (merged / CARD).write_text(merged_card(spec, trial, study_name, best_number, n_complete, written_dtype),
+            (merged / CARD).write_text(merged_card(spec, trial, study_name, standing, written_dtype),
                                        encoding="utf-8")
         if to.is_dir():
             to.rmdir()  # checked empty before; os.replace needs it gone or empty

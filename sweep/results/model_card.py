@@ -15,10 +15,12 @@ to be found, ``base_model`` is the local path.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from sweep.schema.objectives import Objectives
 from sweep.study import trial_attrs as attrs
 from trainer.data_check import sources
 from trainer.hf_cache import HUB_ID
@@ -29,7 +31,25 @@ from trainer.trial_folder import ADAPTER_SPEC_FILE
 TAGS = ["lora", "peft", "sft", "trl", "transformers", "lora-sweep", "optuna"]
 
 
-def adapter_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int) -> str:
+@dataclass(frozen=True)
+class Standing:
+    """Where a trial stands in its study: the best trial (or the Pareto front), how many trials completed,
+    and what they were scored on."""
+
+    best: list[int]
+    n_complete: int
+    objectives: Objectives = Objectives()
+
+    def of(self, number: int) -> str:
+        """``the best of 6 complete trials``, ``on the Pareto front (#2, #5) of 6 complete trials``, ..."""
+        of = f" of {self.n_complete} complete trials"
+        if self.objectives.multi:
+            listed = ", ".join(f"#{n}" for n in self.best)
+            return ("on" if number in self.best else "not on") + f" the Pareto front ({listed})" + of
+        return ("the best" if number in self.best else f"one (the best is #{self.best[0]})") + of
+
+
+def adapter_card(spec: TrialSpec, trial, study_name: str, standing: Standing) -> str:
     """The card of an exported LoRA adapter (loads with ``PeftModel.from_pretrained``)."""
     usage = (
         "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
@@ -37,10 +57,10 @@ def adapter_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_co
         "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n"
         "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")\n```\n"
     )
-    return _card(spec, trial, study_name, best_number, n_complete, "peft", "LoRA adapter", usage)
+    return _card(spec, trial, study_name, standing, "peft", "LoRA adapter", usage)
 
 
-def merged_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int, dtype: str) -> str:
+def merged_card(spec: TrialSpec, trial, study_name: str, standing: Standing, dtype: str) -> str:
     """The card of the base model with the adapter merged in (loads with ``AutoModelForCausalLM``)."""
     usage = (
         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
@@ -48,11 +68,11 @@ def merged_card(spec: TrialSpec, trial, study_name: str, best_number: int, n_com
         "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")\n```\n"
         f"\nThe LoRA adapter is merged into the base weights (saved as {dtype}); no PEFT needed to load it.\n"
     )
-    return _card(spec, trial, study_name, best_number, n_complete, "transformers", "merged model", usage,
+    return _card(spec, trial, study_name, standing, "transformers", "merged model", usage,
                  extra_tags=["merged"])
 
 
-def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete: int, library: str, kind: str,
+def _card(spec: TrialSpec, trial, study_name: str, standing: Standing, library: str, kind: str,
           usage: str, extra_tags: list[str] | None = None) -> str:
     recorded = trial.user_attrs
     backend = recorded.get(attrs.BACKEND) or spec.backend
@@ -62,8 +82,13 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
     front = yaml.safe_dump({"base_model": base, **({"datasets": hub_sets} if hub_sets else {}),
                             "library_name": library, "pipeline_tag": "text-generation", "tags": tags},
                            sort_keys=False)
-    rank = ("the best" if trial.number == best_number else f"one (the best is #{best_number})") + \
-        f" of {n_complete} complete trials"
+    objectives = standing.objectives
+    scores = "".join(f"| {title} | {value:.4f} |\n" for title, value in
+                     zip(objectives.titles, trial.values, strict=True))
+    if "last_eval" not in objectives.names:
+        scores += _row("eval loss after the last step", recorded.get(attrs.EVAL_LOSS))
+    if recorded.get(attrs.KEEP_ADAPTER) == "best_eval":
+        scores += _row("adapter from step", recorded.get(attrs.ADAPTER_STEP))
     train_set, *eval_source = (_data_text(spec, source) for source in sources(spec.data))
     eval_set = eval_source[0] if eval_source else \
         f"{spec.data.eval_fraction:g} of the training rows (split seed {spec.data.split_seed})"
@@ -71,8 +96,8 @@ def _card(spec: TrialSpec, trial, study_name: str, best_number: int, n_complete:
         f"---\n{front}---\n\n"
         f"# {study_name}, trial {trial.number}: {kind} of {base}\n\n"
         f"Fine-tuned with LoRA by lora-sweep in the Optuna study `{study_name}`: "
-        f"trial #{trial.number}, {rank}.{_local_note(spec.model.name_or_path, base)}\n\n"
-        f"## Results\n\n| metric | value |\n| --- | --- |\n| eval loss | {trial.value:.4f} |\n"
+        f"trial #{trial.number}, {standing.of(trial.number)}.{_local_note(spec.model.name_or_path, base)}\n\n"
+        f"## Results\n\n| metric | value |\n| --- | --- |\n{scores}"
         + _row("train loss", recorded.get(attrs.TRAIN_LOSS)) + _row("training steps", recorded.get(attrs.STEPS))
         + _row("training seconds", recorded.get(attrs.TRAIN_SECONDS)) + _row("backend", backend)
         + f"\nEval set: {eval_set}.\n\n"

@@ -4,6 +4,8 @@ The real objective (:mod:`sweep.run.objective`, following a trainer's ``events.j
 (:mod:`bench.replay`, answering from recorded learning curves) both feed each evaluation to an
 :class:`EvalReporter`, so the benchmark measures the code a real study runs.
 
+A multi-objective study takes no reports (Optuna cannot prune one): its reporter only keeps the history.
+
 The step reported to Optuna is the evaluation's *point*, its ordinal among the trial's
 ``training.eval_points`` evenly spread evaluations (1, 2, ...), so a 1-epoch and a 3-epoch trial
 are compared at the same fraction of their own learning-rate schedule (see ``docs/pruning.md``).
@@ -34,6 +36,7 @@ class EvalReporter:
         self.trial = trial
         self.history: list[list[float]] = []
         self.pruned_at: int | None = None
+        self.reports = len(trial.study.directions) == 1
 
     @property
     def pruned(self) -> bool:
@@ -48,7 +51,7 @@ class EvalReporter:
         """
         self.history.append([step, eval_loss])
         self.trial.set_user_attr(EVAL_LOSSES, self.history)
-        if self.pruned:
+        if self.pruned or not self.reports:
             return False
         reported = point if point is not None else step
         self.trial.report(eval_loss, reported)

@@ -26,9 +26,10 @@ from sweep.launch.gpu_slots import Lease, PoolStopped, SlotPool
 from sweep.launch.trainer_launch import launcher_for
 from sweep.results.trial_artifacts import artifact_store, attach_trial_files
 from sweep.run.progress import ProgressView
-from sweep.run.repeats import earlier_trial, repeat_outcome
+from sweep.run.repeats import earlier_trial, outcome_of, repeat_outcome
 from sweep.run.trial_outcome import Interrupted, conclude, interrupted
 from sweep.run.trial_watch import follow
+from sweep.schema.objectives import Objectives
 from sweep.schema.study_file import Study
 from sweep.study import trial_attrs as attrs
 from sweep.study.study_versions import Identity
@@ -52,15 +53,17 @@ class Objective:
         self.stopping = stopping
         self.launcher = launcher_for(study.config, folder / "workers", stopping)
         self.artifacts = artifact_store(folder)
+        self.objectives = Objectives(tuple(study.config.search.objective))
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         values = self.study.config.search.params.sample(trial)
         trial.set_user_attr(attrs.LORA_ALPHA, values["lora_alpha"])
         trial.set_user_attr(attrs.USE_RSLORA, values["use_rslora"])
+        trial.set_user_attr(attrs.KEEP_ADAPTER, self.objectives.keep_adapter)
         trial.set_user_attr(attrs.WORKER, WORKER)
         earlier = earlier_trial(trial)
         if earlier is not None:  # the same seeded run already ran: training it again would only repeat it
-            self.progress.trial_finished(trial.number, earlier.state.name, earlier.value,
+            self.progress.trial_finished(trial.number, earlier.state.name, outcome_of(earlier),
                                          f"same as trial {earlier.number}, not trained again")
             return repeat_outcome(trial, earlier)
         trial_dir = self.trial_dir(trial)
@@ -86,10 +89,10 @@ class Objective:
             study=self.study.name, trial_number=trial.number, params=values, model=c.model, data=c.data,
             lora=lora, training=training, samples=c.samples, output_dir=str(trial_dir), backend=c.execution.backend,
             cache_dir=str(self.folder / "cache"), study_dir=str(self.folder), study_uid=self.identity.uid,
-            keep_checkpoints=c.execution.keep_checkpoints,
+            keep_checkpoints=c.execution.keep_checkpoints, keep_adapter=self.objectives.keep_adapter,
         )
 
-    def _run_placed(self, trial: optuna.Trial, spec: TrialSpec) -> float:
+    def _run_placed(self, trial: optuna.Trial, spec: TrialSpec) -> float | list[float]:
         """Run the trial on a leased device, placing it again or shrinking its micro-batch on OOM."""
         lease = self._acquire(trial, exclusive=False)
         placements, halved = [], False
@@ -122,7 +125,7 @@ class Objective:
             if lease is not None:
                 self.pool.release(lease)
         attach_trial_files(trial, spec.out, result.samples, self.artifacts)
-        return conclude(trial, result, self.progress, self.study.path)
+        return conclude(trial, result, self.progress, self.study.path, self.objectives)
 
     def _acquire(self, trial: optuna.Trial, exclusive: bool) -> Lease:
         try:

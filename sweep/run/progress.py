@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from sweep.schema.objectives import Objectives
+
 # what a trainer does after it reports the end of each start-up phase (trainer.events.Phase)
 NEXT_PHASE = {"imports": "loading model", "model": "reading data", "data": "attaching LoRA",
               "lora": "building trainer", "trainer": "first step"}
@@ -63,8 +65,9 @@ class ProgressView:
     """Thread-safe; ``with ProgressView(...)`` shows it while the sweep runs."""
 
     def __init__(self, study_name: str, n_trials: int, counts: dict[str, int], best: float | None,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, objectives: Objectives | None = None) -> None:
         self.console = console or Console()
+        self.objectives = objectives or Objectives()  # several metrics: no single best to show
         self.study_name = study_name
         self.n_trials = n_trials
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, **counts}
@@ -117,15 +120,17 @@ class ProgressView:
             self.console.print(f"trial {number} INTERRUPTED at {run.where()} after {clock(time.time() - run.started)}",
                                highlight=False, soft_wrap=True)
 
-    def trial_finished(self, number: int, state: str, value: float | None, reason: str | None = None) -> None:
+    def trial_finished(self, number: int, state: str, value: float | list[float] | None,
+                       reason: str | None = None) -> None:
+        """A trial ended; ``value`` is its value, or its values for a study of several metrics."""
         with self._lock:
             run = self.running.pop(number, None)
             self.counts[state] = self.counts.get(state, 0) + 1
             self.finished_here += state in ("COMPLETE", "PRUNED")
-            if value is not None and (self.best is None or value < self.best):
+            if value is not None and not self.objectives.multi and self.objectives.better(value, self.best):
                 self.best = value
         took = f" in {time.time() - run.started:.0f}s" if run else ""
-        shown = f" eval_loss={value:.4f}" if value is not None else ""
+        shown = f" {self.objectives.format(value)}" if value is not None else ""
         why = f" ({reason})" if reason else ""
         self.console.print(f"trial {number} {state}{shown}{took}{why}", highlight=False, soft_wrap=True)
 
@@ -140,13 +145,15 @@ class ProgressView:
         with self._lock:
             c = self.counts
             finished = c["COMPLETE"] + c["PRUNED"]
-            best = f"{self.best:.4f}" if self.best is not None else "-"
+            best = ""
+            if not self.objectives.multi:
+                best = f"  best {self.objectives.labels[0]} " + (f"{self.best:.4f}" if self.best is not None else "-")
             bar = Table.grid(padding=(0, 1))
             bar.add_row(f"[bold]{self.study_name}[/]", ProgressBar(total=self.n_trials, completed=finished, width=30),
                         f"{finished}/{self.n_trials} trials", f"elapsed {clock(time.time() - self.started)}",
                         f"ETA {self.eta(finished)}")
             counts = (f"complete {c['COMPLETE']}  pruned {c['PRUNED']}  failed {c['FAIL']}  "
-                      f"running {len(self.running)}  best eval_loss {best}")
+                      f"running {len(self.running)}{best}")
             table = Table(box=None, pad_edge=False)
             for column in ("trial", "step", "loss", "ETA", "params"):
                 table.add_column(column)

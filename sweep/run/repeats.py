@@ -9,10 +9,11 @@ is seeded (``training.seed``), so a repeat would reproduce the same run at full 
 Both objectives, the real one and the replay, call :func:`earlier_trial` right after sampling and,
 if it finds one, :func:`repeat_outcome` instead of training:
 
-* a repeat of a **completed** configuration completes at once with the earlier value (without its
-  eval points, so the pruner's per-point statistics count each run once);
+* a repeat of a **completed** configuration completes at once with the earlier value, or values in
+  a multi-objective study (without its eval points, so the pruner's per-point statistics count each
+  run once);
 * a repeat of a **pruned** one is pruned again at once, after reporting the earlier trial's eval
-  points, so the sampler and pruner see the same curve. Its run would reproduce that curve, and a
+  points (a multi-objective study takes no reports), so the sampler and pruner see the same curve. Its run would reproduce that curve, and a
   pruner that has since seen more trials rarely lets it further.
 
 Either way the trial gets a ``repeat_of`` user attribute and counts towards ``n_trials``.
@@ -37,14 +38,22 @@ def earlier_trial(trial):
     return None
 
 
-def repeat_outcome(trial, earlier) -> float:
-    """Give ``trial`` the outcome of ``earlier``: return its value, or raise TrialPruned as it was pruned."""
+def outcome_of(trial) -> float | list[float] | None:
+    """A finished trial's value, or its list of values in a multi-objective study (None if it has none)."""
+    if trial.values is None:
+        return None
+    return trial.values if len(trial.values) > 1 else trial.values[0]
+
+
+def repeat_outcome(trial, earlier) -> float | list[float]:
+    """Give ``trial`` the outcome of ``earlier``: return its value(s), or raise TrialPruned as it was pruned."""
     import optuna
 
     trial.set_user_attr(REPEAT_OF, earlier.number)
     if earlier.state == optuna.trial.TrialState.COMPLETE:
-        return earlier.value
-    for step, value in sorted(earlier.intermediate_values.items()):
-        trial.report(value, step)
+        return outcome_of(earlier)
+    if len(trial.study.directions) == 1:  # Optuna takes no reports in a multi-objective study
+        for step, value in sorted(earlier.intermediate_values.items()):
+            trial.report(value, step)
     trial.set_user_attr(EVAL_LOSSES, earlier.user_attrs.get(EVAL_LOSSES, []))
     raise optuna.TrialPruned()

@@ -30,11 +30,12 @@ from sweep.run.objective import Objective
 from sweep.run.progress import ProgressView
 from sweep.run.stop_signals import stopping_with
 from sweep.run.trial_loop import FINISHED, TrialLoop
+from sweep.schema.objectives import Objectives
 from sweep.schema.pruners import build_pruner
 from sweep.schema.samplers import build_sampler
 from sweep.schema.study_file import Study, load_study
 from sweep.study.locate import storage_name, storage_url
-from sweep.study.optuna_internals import storage_of
+from sweep.study.optuna_internals import set_metric_names, storage_of
 from sweep.study.optuna_internals import study_id as study_id_of
 from sweep.study.storage import check_database_file, default_storage_url, open_study, study_dir
 from sweep.study.study_gate import StudyGate
@@ -73,7 +74,9 @@ def run_study(args) -> int:
         refuse_foreign(study.path, study.name, folder, trial_folders(folder), label)
     os.environ.update(cpu_threads_env(sum(capacity.values())))  # trainers inherit it
     pruner, heartbeat = build_pruner(search.pruner), (execution.heartbeat_seconds, execution.stale_after_seconds)
-    optuna_study = open_study(url, study.name, pruner=pruner, create=True, heartbeat=heartbeat, label=label)
+    objectives = Objectives(tuple(search.objective))
+    optuna_study = open_study(url, study.name, pruner=pruner, create=True, heartbeat=heartbeat, label=label,
+                              directions=objectives.directions, metric_names=objectives.labels)
     record_rows_check()
     gate = StudyGate(optuna_study, url, folder)
     with gate:
@@ -109,7 +112,8 @@ def run_study(args) -> int:
     print(f"study {optuna_study.study_name}: storage {url}", flush=True)
     print(f"trial folders: {folder / 'trials'}", flush=True)
     stopping = threading.Event()
-    with ProgressView(study.name, search.n_trials, counts, _best_value(optuna_study)) as progress:
+    with ProgressView(study.name, search.n_trials, counts, _best_value(optuna_study, objectives),
+                      objectives=objectives) as progress:
         pool = SlotPool(capacity, stopping)
         objective = Objective(study, folder, progress, pool, stopping, ident)
         loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,
@@ -130,8 +134,8 @@ def run_study(args) -> int:
     if stopping.is_set():
         print(f"interrupted: run `python -m sweep run --study {args.study}` to resume", file=sys.stderr)
         return 130
-    print(f"study {study.name}: {_count(optuna_study, FINISHED)} finished trials; best eval_loss "
-          f"{_best_value(optuna_study)}", flush=True)
+    print(f"study {study.name}: {_count(optuna_study, FINISHED)} finished trials; {_best_line(optuna_study, objectives)}",
+          flush=True)
     if loop.tripped:
         print(f"stopped after {execution.max_consecutive_failures} failed trials in a row; see the trials' "
               f"fail_reason (python -m sweep status --study {args.study})", file=sys.stderr)
@@ -171,13 +175,29 @@ def _count(optuna_study, states) -> int:
     return len(optuna_study.get_trials(deepcopy=False, states=states))
 
 
-def _best_value(optuna_study) -> float | None:
-    complete = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(t.value for t in complete) if complete else None
+def _best_value(optuna_study, objectives: Objectives) -> float | None:
+    """The best value so far of a single-metric study (None before a trial completes, and for several metrics)."""
+    best = None
+    if not objectives.multi:
+        for trial in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            best = trial.value if objectives.better(trial.value, best) else best
+    return best
+
+
+def _best_line(optuna_study, objectives: Objectives) -> str:
+    """``best eval_loss 2.5012``, or the size of the Pareto front of a multi-objective study."""
+    if objectives.multi:
+        front = optuna_study.best_trials
+        return f"Pareto front of {objectives.describe()}: {len(front)} trials (sweep best lists them)"
+    return f"best {objectives.labels[0]} {_best_value(optuna_study, objectives)}"
 
 
 def _record_study_file(optuna_study, study: Study, folder) -> None:
-    """Keep the resolved study file beside the trials and on the study, so the dashboard shows it."""
+    """Keep the resolved study file beside the trials and on the study, so the dashboard shows it, and name
+    the study's metrics (optuna-dashboard's axis titles)."""
+    labels = Objectives(tuple(study.config.search.objective)).labels
+    if optuna_study.metric_names != labels:
+        set_metric_names(optuna_study, labels)
     folder.mkdir(parents=True, exist_ok=True)
     resolved = study.config.model_dump_json(indent=2)
     (folder / "study.resolved.json").write_text(resolved + "\n")

@@ -3,8 +3,9 @@
 :func:`conclude` turns the trainer's :class:`~trainer.events.Result` into the trial's outcome and
 records what the trainer measured as user attributes (:mod:`sweep.study.trial_attrs`):
 
-- ``ok`` with a complete adapter folder: COMPLETE with the final eval loss (the adapter's path recorded);
-  ``ok`` without one is a crash, since nothing could load the adapter the trainer reported;
+- ``ok`` with a complete adapter folder: COMPLETE with its value for each metric of the study's
+  objective (:mod:`sweep.study.objective_values`; by default the final eval loss), the adapter's path
+  recorded; ``ok`` without an adapter, or without a value the objective needs, is a crash;
 - ``stopped``: PRUNED;
 - ``oom``, ``error``: FAIL with a ``fail_reason`` (``oom``, ``timeout``, ``crash: <last error line>``),
   raised as :class:`TrialFailed`, and the study goes on;
@@ -22,7 +23,9 @@ import optuna
 
 from sweep.errors import UserError
 from sweep.run.progress import ProgressView
+from sweep.schema.objectives import Objectives
 from sweep.study import trial_attrs as attrs
+from sweep.study.objective_values import values
 from trainer.events import Result
 from trainer.trial_folder import adapter_complete
 
@@ -41,8 +44,10 @@ def interrupted(trial: optuna.Trial) -> Interrupted:
     return Interrupted()
 
 
-def conclude(trial: optuna.Trial, result: Result, progress: ProgressView, study_path: Path) -> float:
-    """Record ``result`` on ``trial`` and return its value, or raise its outcome (see the module docstring)."""
+def conclude(trial: optuna.Trial, result: Result, progress: ProgressView, study_path: Path,
+             objectives: Objectives) -> float | list[float]:
+    """Record ``result`` on ``trial`` and return its value (a list of values for several metrics), or raise
+    its outcome (see the module docstring)."""
     for key in attrs.RESULT_FIELDS:
         value = getattr(result, key)
         if value is not None:
@@ -53,9 +58,14 @@ def conclude(trial: optuna.Trial, result: Result, progress: ProgressView, study_
         result = Result(status="error", reason=f"crash: the trainer reported an adapter at {result.adapter_path} "
                                                "that is missing or incomplete")
     if result.status == "ok":
+        found = values(objectives, trial.user_attrs)
+        missing = [label for label, value in zip(objectives.labels, found, strict=True) if value is None]
+        if missing:
+            result = Result(status="error", reason=f"crash: the trainer's result has no {', '.join(missing)}")
+    if result.status == "ok":
         trial.set_user_attr(attrs.ADAPTER_PATH, result.adapter_path)
-        progress.trial_finished(trial.number, "COMPLETE", result.eval_loss)
-        return result.eval_loss
+        progress.trial_finished(trial.number, "COMPLETE", found if objectives.multi else found[0])
+        return found if objectives.multi else found[0]
     if result.status == "stopped":
         progress.trial_finished(trial.number, "PRUNED", None)
         raise optuna.TrialPruned()

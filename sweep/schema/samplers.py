@@ -2,7 +2,9 @@
 
 ``tpe`` (default; multivariate, seeded), ``random``, ``grid`` (every combination of the searched
 parameters' choices), ``gp`` (Gaussian process; Optuna computes it with torch on the CPU, imported
-only when chosen), ``cmaes`` and ``qmc``. All take ``seed``.
+only when chosen), ``cmaes``, ``qmc`` and ``nsgaii`` (the genetic NSGA-II, made for multi-objective
+studies, generations of ``population_size`` trials). All take ``seed``. All but ``cmaes`` serve a
+multi-objective study (``search.objective`` a list); Optuna's CMA-ES refuses one.
 
 A resumed run, or a second worker, builds its sampler with ``run_index`` added to the seed, so it
 does not draw the same "random" configurations again. Not the grid: its seed shuffles the order of
@@ -14,20 +16,27 @@ twice and 4 never, see :mod:`sweep.run.grid_gaps`).
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from trainer.spec import Strict
 
+SamplerName = Literal["tpe", "random", "grid", "gp", "cmaes", "qmc", "nsgaii"]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna raises for these in a study of several objectives
+
 
 class SamplerConfig(Strict):
     """Which Optuna sampler explores the space."""
 
-    name: Literal["tpe", "random", "grid", "gp", "cmaes", "qmc"] = Field("tpe", description="Optuna sampler.")
+    name: SamplerName = Field("tpe", description="Optuna sampler.")
     seed: int = Field(42, description="Seed, so a study can be repeated.")
     n_startup_trials: int = Field(5, ge=0, description="Random trials before TPE/GP/CMA-ES model the space.")
     multivariate: bool = Field(True, description="TPE: model parameters jointly (helps when lr and r interact).")
+    population_size: int = Field(
+        10, ge=2, description="nsgaii: trials per generation (Optuna's 50 is more than most sweeps run)."
+    )
 
 
 def grid_of(space) -> dict[str, list]:
@@ -69,6 +78,8 @@ def build_sampler(config: SamplerConfig, space, run_index: int = 0):
             seed=config.seed, n_startup_trials=config.n_startup_trials,
             independent_sampler=optuna.samplers.TPESampler(seed=config.seed),
         )
+    if config.name == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=config.population_size)
     # scrambled, or the seed would not change the sequence; categorical parameters go to random sampling
     return optuna.samplers.QMCSampler(scramble=True, seed=config.seed,
                                       independent_sampler=optuna.samplers.RandomSampler(seed=config.seed))

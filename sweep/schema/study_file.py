@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from sweep.checks.model_source import ModelNotFound, resolve_model
 from sweep.errors import UserError
+from sweep.schema.objectives import DEFAULT, Metric, Objectives, objective_problem
 from sweep.schema.pruners import PrunerConfig
-from sweep.schema.samplers import SamplerConfig, grid_of
+from sweep.schema.samplers import SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, SamplerConfig, grid_of
 from sweep.schema.search_space import CORE, SearchSpace
 from sweep.schema.study_space import StudySpace
 from trainer.hf_cache import looks_like_path
@@ -51,8 +52,10 @@ class SearchConfig(Strict):
         None, gt=0, description="No new trial starts once the study has run this long, summed over its runs; "
                                 "running trials finish."
     )
-    direction: Literal["minimize"] = Field("minimize", description="The objective, eval loss, is minimised.")
-    metric: Literal["eval_loss"] = Field("eval_loss", description="The objective: final eval loss.")
+    objective: list[Metric] = Field(
+        default_factory=lambda: [DEFAULT], description="What a trial scores: last_eval (default), best_eval, chrf, "
+        "or a list of them with gpu_seconds (multi-objective: a Pareto front); see sweep.schema.objectives."
+    )
     params: SearchSpace = Field(default_factory=SearchSpace, description="The hyperparameters: fixed or searched.")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="Optuna sampler.")
     pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="Optuna pruner.")
@@ -62,6 +65,43 @@ class SearchConfig(Strict):
     warm_start: WarmStart | None = Field(
         None, description="Copy an earlier study's finished trials that lie in this space first (not counted in n_trials)."
     )
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("objective")
+    @classmethod
+    def _a_sound_objective(cls, names: list[str]) -> list[str]:
+        problem = objective_problem(names)
+        if problem:
+            raise ValueError(problem)
+        return names
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pruning_by_default_where_none_can_act(cls, data):
+        if isinstance(data, dict) and "pruner" not in data:
+            objective = data.get("objective", [DEFAULT])
+            names = (objective,) if isinstance(objective, str) else tuple(objective) if isinstance(objective, list) else ()
+            if names and not Objectives(names).prunable:  # anything else is the objective's own error
+                data = {**data, "pruner": {"name": "none"}}
+        return data
+
+    @model_validator(mode="after")
+    def _objective_fits(self):
+        objectives = Objectives(tuple(self.objective))
+        if self.pruner.name != "none" and not objectives.prunable:
+            why = ("Optuna cannot prune a multi-objective study" if objectives.multi else
+                   f"pruners judge the eval-loss curve, not {objectives.labels[0]}")
+            raise ValueError(f"pruner {self.pruner.name} with objective {self.objective}: {why}; "
+                             "give pruner: {name: none} or leave pruner out")
+        if objectives.multi and self.sampler.name in SINGLE_OBJECTIVE_SAMPLERS:
+            raise ValueError(f"sampler {self.sampler.name} with objective {self.objective}: Optuna's "
+                             f"{self.sampler.name} sampler is single-objective; use one of "
+                             f"{', '.join(n for n in SAMPLERS if n not in SINGLE_OBJECTIVE_SAMPLERS)}")
+        return self
 
     @model_validator(mode="after")
     def _enqueued_inside_space(self):
@@ -180,6 +220,9 @@ class StudyFile(Strict):
             raise ValueError("training.packing true: the grouped backend stacks rows unpacked; set it to false")
         if self.lora.bias != "none":
             raise ValueError(f"lora.bias {self.lora.bias!r}: the grouped backend shares the base's biases; use 'none'")
+        if "best_eval" in self.search.objective:
+            raise ValueError("search.objective best_eval keeps each trial's best adapter, which the grouped backend "
+                             "does not yet; score last_eval (or chrf) or use another backend")
         dropout = self.lora.lora_dropout > 0 or self.search.params.lora_dropout is not None
         if self.execution.group_matmul == "stacked" and dropout:
             raise ValueError("execution.group_matmul stacked trains without LoRA dropout, but lora_dropout is set or "
@@ -197,6 +240,13 @@ class StudyFile(Strict):
     def space(self) -> StudySpace:
         """The search space with the fixed sections it completes."""
         return StudySpace(self.search.params, self.lora, self.training)
+
+    @model_validator(mode="after")
+    def _chrf_has_answers(self):
+        if "chrf" in self.search.objective and self.samples.count == 0:
+            raise ValueError("search.objective chrf scores the trials' sample answers, but samples.count is 0; "
+                             "set samples: {count: 8} (or more) so each trial answers that many eval prompts")
+        return self
 
     @model_validator(mode="after")
     def _pruner_can_act(self):

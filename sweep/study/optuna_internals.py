@@ -84,3 +84,12 @@ def grid_points(sampler: optuna.samplers.GridSampler) -> list[dict]:
 def grid_id(trial: optuna.trial.FrozenTrial) -> int | None:
     """The index of the grid point the grid sampler gave ``trial`` (None: not sampled by a grid sampler)."""
     return trial.system_attrs.get("grid_id")
+
+
+def set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``Study.set_metric_names`` (optuna-dashboard's axis titles), without its note that it is experimental."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)

@@ -204,13 +204,18 @@ def _redact(url: str) -> str:
 
 
 def open_study(url: str, name: str, sampler=None, pruner=None, create: bool = True,
-               heartbeat: tuple[int, int] | None = None, label: str | None = None):
+               heartbeat: tuple[int, int] | None = None, label: str | None = None,
+               directions: list[str] | None = None, metric_names: list[str] | None = None):
     """Load the study (creating it once, under a lock, if ``create``); ``heartbeat`` as in :func:`rdb_storage`.
 
     ``label`` names the storage in errors (default: ``--storage URL``). Without ``create`` nothing is
-    written: a missing database, file or study is a UserError.
+    written: a missing database, file or study is a UserError. ``directions`` and ``metric_names`` are
+    those of a study created now (default: one metric, minimised, unnamed); an existing study keeps its
+    own (Optuna fixes the directions at creation).
     """
     import optuna
+
+    from sweep.study.optuna_internals import set_metric_names
 
     label = label or storage_label(url)
     path = sqlite_path(url)
@@ -228,5 +233,9 @@ def open_study(url: str, name: str, sampler=None, pruner=None, create: bool = Tr
     with _creation_lock(url):
         if path is not None:
             _enable_wal(path)
-        return optuna.create_study(storage=rdb_storage(url, heartbeat, label), study_name=name, sampler=sampler,
-                                   pruner=pruner, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(storage=rdb_storage(url, heartbeat, label), study_name=name, sampler=sampler,
+                                    pruner=pruner, directions=directions or ["minimize"], load_if_exists=True)
+        if metric_names and study.metric_names is None and not study.get_trials(deepcopy=False) \
+                and [d.name.lower() for d in study.directions] == directions:
+            set_metric_names(study, metric_names)  # a study created now: named before anyone reads it
+        return study

@@ -6,7 +6,8 @@ names, never the strings. Optuna keeps them as JSON: ``python -m sweep status --
 under ``user_attrs`` and optuna-dashboard lists them with each trial. Every trial the objective ran may carry:
 
 - when it starts: ``lora_alpha``, ``use_rslora`` (the resolved values, also when derived from ``r``),
-  ``worker`` (``host:pid`` of the orchestrator), ``trial_dir``, ``log_path``, ``placements``
+  ``keep_adapter`` (``last`` or ``best_eval``: which weights its adapter keeps), ``worker``
+  (``host:pid`` of the orchestrator), ``trial_dir``, ``log_path``, ``placements``
   (one ``{device, trials_on_device, exclusive}`` per attempt);
 - from the trainer's events: ``backend``, ``device``, ``resumed_from_step``, ``eval_losses``
   (``[[step, eval_loss], ...]``), and from its result the fields of :data:`RESULT_FIELDS`,
@@ -23,6 +24,7 @@ Importing this module imports nothing.
 
 LORA_ALPHA = "lora_alpha"
 USE_RSLORA = "use_rslora"
+KEEP_ADAPTER = "keep_adapter"  # "last" or "best_eval" (trainer.spec.TrialSpec.keep_adapter); absent: "last"
 WORKER = "worker"
 TRIAL_DIR = "trial_dir"
 LOG_PATH = "log_path"
@@ -40,8 +42,12 @@ TRAIN_SECONDS = "train_seconds"
 TRAIN_TOKENS = "train_tokens"
 STEPS = "steps"
 CHRF = "chrf"  # chrF of the sample answers against their references
+EVAL_LOSS = "eval_loss"  # the eval loss after the last step
+ADAPTER_STEP = "adapter_step"  # the step whose weights the adapter holds
+ADAPTER_EVAL_LOSS = "adapter_eval_loss"  # their eval loss (with keep_adapter best_eval: the lowest of the trial)
 # the trainer's Result fields recorded under their own names (when not None)
-RESULT_FIELDS = (TRAIN_LOSS, TOKENS_PER_SECOND, PEAK_MEMORY_MB, TRAIN_SECONDS, TRAIN_TOKENS, STEPS, BACKEND, CHRF)
+RESULT_FIELDS = (TRAIN_LOSS, TOKENS_PER_SECOND, PEAK_MEMORY_MB, TRAIN_SECONDS, TRAIN_TOKENS, STEPS, BACKEND, CHRF,
+                 EVAL_LOSS, ADAPTER_STEP, ADAPTER_EVAL_LOSS)
 SAMPLES = "samples"  # [{prompt, reference, answer}, ...]
 ADAPTER_PATH = "adapter_path"
 

@@ -17,11 +17,12 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
+from sweep.schema.objectives import Objectives
 from sweep.schema.study_file import Study
 from sweep.schema.study_space import StudySpace
 from sweep.study.storage import default_storage_url, open_study
-from sweep.study.study_versions import changes, copy_into_space, incomparable, newest_version
-from sweep.study.trial_attrs import CONFIG, WARM_START_FROM, WARM_START_TRIALS
+from sweep.study.study_versions import changes, copy_into_space, incomparable, newest_version, recorded_config
+from sweep.study.trial_attrs import WARM_START_FROM, WARM_START_TRIALS
 
 
 def copied_count(optuna_study: optuna.Study) -> int:
@@ -35,7 +36,8 @@ def _source_url(study: Study, runs_dir, storage: str | None) -> str:
 
 
 def check_source(study: Study, runs_dir, storage: str | None) -> None:
-    """Before the study exists: the earlier study to warm-start from must exist (nothing is created)."""
+    """Before the study exists: the earlier study to warm-start from must exist and share this study's
+    objective (nothing is created)."""
     from sweep.study.trial_folders import study_exists
 
     source = study.config.search.warm_start
@@ -45,6 +47,13 @@ def check_source(study: Study, runs_dir, storage: str | None) -> None:
     if not study_exists(url, source.study):
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: no such study in {url}; "
                         "run it first or give its storage:")
+    earlier = newest_version(open_study(url, source.study, create=False),
+                             lambda name: open_study(url, name, create=False))
+    theirs, ours = Objectives.of_study(earlier), Objectives(tuple(study.config.search.objective))
+    if theirs != ours:
+        raise UserError(f"{study.path}: search.warm_start.study: {source.study!r} is scored on {theirs.describe()}, "
+                        f"this study on {ours.describe()}: a warm start copies the values as they are, so only a "
+                        "study of the same objective can start this one; run without warm_start or with one")
 
 
 def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str | None, say=print) -> None:
@@ -59,7 +68,7 @@ def warm_start(optuna_study: optuna.Study, study: Study, runs_dir, storage: str 
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r}: {e}") from None
     earlier = newest_version(earlier, lambda name: open_study(url, name, create=False))
     name = earlier.study_name
-    recorded = earlier.user_attrs.get(CONFIG)
+    recorded = recorded_config(earlier)
     if recorded is None:
         raise UserError(f"{study.path}: search.warm_start.study: {source.study!r} was not made by the sweep "
                         "(it records no study file)")

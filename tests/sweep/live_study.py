@@ -66,9 +66,11 @@ def demo_data_slice(folder: Path, train_rows: int, eval_rows: int) -> tuple[Path
 
 
 def write_study(folder: Path, name: str, n_trials: int, *, max_steps: int = 8, eval_points: int = 4,
-                execution: dict | None = None, enqueue: list[dict] | None = None, samples: dict | None = None) -> Path:
+                execution: dict | None = None, enqueue: list[dict] | None = None, samples: dict | None = None,
+                objective: str | list[str] | None = None) -> Path:
     """A study file on the tiny model: ``max_steps`` steps a trial, evaluated (and checkpointed) at
-    ``eval_points`` points, short heartbeats so a dead worker's trials are found within seconds."""
+    ``eval_points`` points, short heartbeats so a dead worker's trials are found within seconds;
+    ``objective`` is ``search.objective`` (default: the file leaves it out)."""
     train, evaluation = demo_data_slice(folder, 96, 16)
     study = {
         "name": name,
@@ -79,7 +81,7 @@ def write_study(folder: Path, name: str, n_trials: int, *, max_steps: int = 8, e
                      "optim": "adamw_torch", "weight_decay": 0.0, "eval_points": eval_points,
                      "max_steps": max_steps},
         **({"samples": samples} if samples else {}),
-        "search": {"n_trials": n_trials,
+        "search": {"n_trials": n_trials, **({"objective": objective} if objective else {}),
                    "params": {"learning_rate": {"low": 1e-3, "high": 5e-2, "log": True}, "num_train_epochs": 1,
                               "r": {"choices": [4, 8]}, "lora_alpha": 16, "use_rslora": False},
                    "sampler": {"name": "tpe", "seed": 7, "n_startup_trials": 10}, "pruner": {"name": "none"},

@@ -9,7 +9,7 @@ import optuna
 import yaml
 from huggingface_hub.file_download import repo_folder_name
 
-from sweep.results.model_card import adapter_card, base_model
+from sweep.results.model_card import Standing, adapter_card, base_model
 from tests.sweep.live_study import ROOT
 from trainer.spec import TrialSpec
 
@@ -36,7 +36,7 @@ def card_of(name_or_path: str, data: dict | None = None) -> tuple[dict, str]:
     trial = optuna.trial.create_trial(value=1.25, params={"r": 8},
                                       distributions={"r": optuna.distributions.CategoricalDistribution([8, 16])},
                                       user_attrs={"backend": "transformers"})
-    card = adapter_card(spec, trial, "cards", best_number=trial.number, n_complete=1)
+    card = adapter_card(spec, trial, "cards", Standing([trial.number], n_complete=1))
     return yaml.safe_load(card.split("---\n")[1]), card
 
 

@@ -12,11 +12,11 @@ import warnings
 import optuna
 import pytest
 
-from sweep.schema.samplers import SamplerConfig, build_sampler, grid_of
+from sweep.schema.samplers import SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, SamplerConfig, build_sampler, grid_of
 from sweep.schema.study_file import load_study
 from tests.sweep.live_study import MINIMAL_STUDY, STUDIES, study_errors, write_study_text
 
-MODEL_BASED = ["tpe", "random", "gp", "cmaes", "qmc"]
+MODEL_BASED = ["tpe", "random", "gp", "cmaes", "qmc", "nsgaii"]
 
 
 def full_space():
@@ -88,3 +88,23 @@ def test_gp_sampler_is_refused_with_a_pruner(tmp_path):
     (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n"))  # the default pruner is percentile
     assert "sampler gp with pruner percentile: the GP sampler learns only from completed trials" in line
     assert load_study(str(write_study_text(tmp_path, MINIMAL_STUDY + "  sampler: {name: gp}\n  pruner: {name: none}\n")))
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_the_samplers_refused_for_several_objectives_are_those_optuna_refuses(name):
+    space = load_study(str(STUDIES / "grid-tiny.yaml")).config.search.params  # choices only: every sampler fits
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                sampler=build_sampler(SamplerConfig(name=name, seed=1, n_startup_trials=2), space))
+
+    def objective(trial):
+        values = space.sample(trial)
+        return values["learning_rate"] * values["num_train_epochs"], float(values["r"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature notes
+        if name in SINGLE_OBJECTIVE_SAMPLERS:
+            with pytest.raises(ValueError, match="multi-objective"):
+                study.optimize(objective, n_trials=4)
+            return
+        study.optimize(objective, n_trials=4)
+    assert len(study.trials) == 4 and study.best_trials

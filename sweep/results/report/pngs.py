@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from sweep.results.report.charts import TARGET, Chart, curve_label
+from sweep.results.report.charts import Chart, curve_label, target_of
 from sweep.results.report.study_data import StudyData
 
 DPI = 120
@@ -23,12 +23,15 @@ def write_pngs(data: StudyData, optuna_study, charts: list[Chart], out: Path) ->
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as vis
 
+    multi = data.objectives.multi
     draw = {
-        "eval_curves": lambda: _eval_curves(data, plt),
-        "history": lambda: vis.plot_optimization_history(optuna_study, target_name=TARGET),
-        "importances": lambda: vis.plot_param_importances(optuna_study, params=data.varying_params(),
-                                                          target_name=TARGET),
-        "slices": lambda: vis.plot_slice(optuna_study, params=data.searched_params(), target_name=TARGET),
+        "eval_curves": lambda chart: _eval_curves(data, plt),
+        "pareto_front": lambda chart: vis.plot_pareto_front(optuna_study, target_names=data.objectives.titles),
+        "history": lambda chart: vis.plot_optimization_history(optuna_study, **target_of(data, chart.target)),
+        "importances": lambda chart: vis.plot_param_importances(
+            optuna_study, params=data.varying_params(), **({} if multi else target_of(data, None))),
+        "slices": lambda chart: vis.plot_slice(optuna_study, params=data.searched_params(),
+                                               **target_of(data, chart.target)),
     }
     written = []
     for chart in charts:
@@ -36,7 +39,7 @@ def write_pngs(data: StudyData, optuna_study, charts: list[Chart], out: Path) ->
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            axes = draw[chart.key]()
+            axes = draw[chart.kind](chart)
         figure = _figure_of(axes)
         _quiet_log_ticks(figure)
         figure.suptitle(chart.title)
@@ -69,11 +72,11 @@ def _quiet_log_ticks(figure) -> None:
 def _eval_curves(data: StudyData, plt):
     figure, axes = plt.subplots(figsize=(8, 5))
     for trial, steps, losses in data.curves():
-        best = trial.number == data.best.number
+        best = data.on_front(trial)
         axes.plot(steps, losses, marker="o", linewidth=3 if best else 1.2, markersize=6 if best else 3,
-                  label=curve_label(trial, best))
+                  label=curve_label(trial, best, data.objectives.multi))
     axes.set_xlabel("training step")
-    axes.set_ylabel(TARGET)
+    axes.set_ylabel("eval loss")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     return axes
