@@ -193,7 +193,7 @@ def replay_study(search, table: CurveTable, budget_seconds: float | None = None,
     import optuna
 
     from sweep.schema.pruners import build_pruner
-    from sweep.schema.samplers import build_sampler
+    from sweep.schema.samplers import build_sampler, grid_size
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(storage=storage, sampler=build_sampler(search.sampler, search.params),
@@ -206,6 +206,9 @@ def replay_study(search, table: CurveTable, budget_seconds: float | None = None,
         if (budget_seconds is not None and objective.spent_seconds >= budget_seconds) or (stop and stop(objective)):
             s.stop()
 
-    study.optimize(objective, n_trials=search.n_trials, callbacks=[done], gc_after_trial=False)
+    n_trials = search.n_trials
+    if search.sampler.name == "grid":  # as sweep run counts a grid study: its points, at most
+        n_trials = min(n_trials, grid_size(search.params))
+    study.optimize(objective, n_trials=n_trials, callbacks=[done], gc_after_trial=False)
     objective.study = study
     return objective
