@@ -81,7 +81,7 @@ def test_pruning_is_left_out_where_no_pruner_can_act_and_kept_for_a_loss(tmp_pat
     assert loaded("objective: [best_eval, gpu_seconds]").pruner.name == "none"
     assert loaded("objective: chrf", "samples: {count: 2}\n").pruner.name == "none"
     search = loaded("objective: best_eval")
-    assert search.pruner.name == "median" and search.objective == ["best_eval"]
+    assert search.pruner.name == "percentile" and search.objective == ["best_eval"]
     assert loaded("sampler: {name: nsgaii, population_size: 4}").objective == ["last_eval"]
 
 
