@@ -18,17 +18,16 @@ its :class:`~sweep.launch.trainer_launch.TrainerHandle`.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from sweep.launch.trainer_process import PROJECT_ROOT, child_env, kill_group, last_line, trial_env
+from sweep.launch.trainer_process import PROJECT_ROOT, child_env, kill_group, trial_env
+from sweep.launch.warm_trainers import WorkerTrial, send_request
 from trainer.env_contract import DEVICE_ENV
-from trainer.events import EventReader, Result
-from trainer.trial_folder import EVENTS_FILE, LOG_FILE, STOP_FILE
+from trainer.trial_folder import LOG_FILE
 
 POLL_SECONDS = 0.2
 
@@ -56,45 +55,20 @@ class GroupWorker:
         return self.popen.poll() is None
 
     def submit(self, spec_path: Path, env: dict[str, str]) -> None:
-        request = {"spec": str(spec_path), "env": {k: v for k, v in env.items() if k != DEVICE_ENV}}
         with self._lock:  # several trial threads hand trials to one worker
-            self.popen.stdin.write((json.dumps(request) + "\n").encode())
-            self.popen.stdin.flush()
+            send_request(self.popen, spec_path, env)
 
     def kill(self, grace_seconds: float = 5.0) -> None:
         kill_group(self.popen, grace_seconds)
 
 
-class GroupTrial:
-    """A trial inside a group worker."""
+class GroupTrial(WorkerTrial):
+    """A trial inside a group worker: a warm worker's trial, but its log is the group's and stopping it spares
+    the others."""
 
     def __init__(self, worker: GroupWorker, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
-        self.worker = worker
-        self.trial_dir = Path(trial_dir)
+        super().__init__(worker, trial_dir, spec_path, env)
         self.log_path = worker.log_path  # the group's output is one log; the trial's lines are in it
-        self.events = EventReader(self.trial_dir / EVENTS_FILE)  # the objective's
-        self._watch = EventReader(self.trial_dir / EVENTS_FILE)  # this handle's own, for the result
-        self._result: Result | None = None
-        self.killed = False
-        self.started = time.time()
-        worker.submit(spec_path, env)
-
-    def poll(self) -> int | None:
-        """0 once the trial's result is written; the worker's exit code if it died first; else None."""
-        if self.result() is not None:
-            return 0
-        code = self.worker.popen.poll()
-        if code is not None and self.result() is not None:  # written just before the worker ended
-            return 0
-        return code
-
-    def result(self) -> Result | None:
-        if self._result is None:
-            self._result = next((e for e in self._watch.read_new() if isinstance(e, Result)), None)
-        return self._result
-
-    def request_stop(self) -> None:
-        (self.trial_dir / STOP_FILE).touch()
 
     def kill(self, grace_seconds: float = 5.0) -> None:
         """Stop this trial; the whole worker only if the trial has not left it within ``grace_seconds``."""
@@ -106,9 +80,6 @@ class GroupTrial:
                 return
             time.sleep(POLL_SECONDS)
         self.worker.kill(grace_seconds)
-
-    def last_log_line(self) -> str:
-        return last_line(self.log_path)
 
 
 class GroupWorkerPool:

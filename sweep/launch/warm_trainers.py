@@ -28,6 +28,13 @@ from trainer.events import EventReader, Result
 from trainer.trial_folder import EVENTS_FILE, LOG_FILE, STOP_FILE
 
 
+def send_request(popen: subprocess.Popen, spec_path: Path, env: dict[str, str]) -> None:
+    """Hand a trial to a worker: one JSON line on its stdin, the spec's path and the trial's own variables."""
+    request = {"spec": str(spec_path), "env": {k: v for k, v in env.items() if k != DEVICE_ENV}}
+    popen.stdin.write((json.dumps(request) + "\n").encode())
+    popen.stdin.flush()
+
+
 class WarmTrainer:
     """One ``python -m trainer.worker`` process, in its own process group."""
 
@@ -50,9 +57,7 @@ class WarmTrainer:
         return self.popen.poll() is None
 
     def submit(self, spec_path: Path, env: dict[str, str]) -> None:
-        request = {"spec": str(spec_path), "env": {k: v for k, v in env.items() if k != DEVICE_ENV}}
-        self.popen.stdin.write((json.dumps(request) + "\n").encode())
-        self.popen.stdin.flush()
+        send_request(self.popen, spec_path, env)
 
     def kill(self, grace_seconds: float = 5.0) -> None:
         kill_group(self.popen, grace_seconds)
@@ -80,7 +85,10 @@ class WorkerTrial:
         """0 once the trial's result is written; the worker's exit code if it died first; else None."""
         if self.result() is not None:
             return 0
-        return self.worker.popen.poll()
+        code = self.worker.popen.poll()
+        if code is not None and self.result() is not None:  # written just before the worker ended
+            return 0
+        return code
 
     def result(self) -> Result | None:
         """The trial's result event, once the worker has written it."""
