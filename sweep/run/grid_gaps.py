@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import optuna
 
+from sweep.run.trial_loop import FINISHED
 from sweep.study.optuna_internals import enqueued_params, grid_id, grid_points
-
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def fill_grid_gaps(optuna_study: optuna.Study, sampler, n_trials: int) -> tuple[int, list[dict]]:
