@@ -3,7 +3,6 @@ whoever joins, leaves, stops or fails beside it; and a group of one is the TRL t
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.sweep.live_study import DEMO_DATA, ROOT, TINY_MODEL
+from tests.sweep.live_study import ROOT, TINY_MODEL
+from tests.trainer.group.trial_events import events
 from trainer.group.run_group import run_group
 from trainer.spec import TrialSpec
 from trainer.trial_folder import STOP_FILE
@@ -23,15 +23,6 @@ TRIALS = {
     1: (16, 8, True, 5e-3, 2, {"lora": {"lora_dropout": 0.1}, "training": {"lr_scheduler_type": "cosine"}}),
     2: (8, 32, False, 1e-2, 3, {"training": {"warmup_ratio": 0.1, "weight_decay": 0.01}}),
 }
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    for name, rows in (("train", 64), ("eval", 16)):
-        lines = (DEMO_DATA / f"{name}.jsonl").read_text().splitlines()[:rows]
-        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def spec_for(data, folder, number: int, trial: int | None = None, backend: str = "grouped") -> TrialSpec:
@@ -47,11 +38,6 @@ def spec_for(data, folder, number: int, trial: int | None = None, backend: str =
                      "eval_points": 4, "seed": 3407, **extra.get("training", {})},
         "samples": {"count": 1, "max_new_tokens": 4},
     })
-
-
-def events(folder, kind: str) -> list[dict]:
-    found = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in e.items() if k != "time"} for e in found if e["event"] == kind]
 
 
 def assert_same_trial(folder, reference) -> None:

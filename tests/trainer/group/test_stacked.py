@@ -14,14 +14,14 @@ learning rate, bias correction or clipping, a neighbour's gradient) gives: ~1e-1
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.sweep.live_study import DEMO_DATA, TINY_MODEL, run_module
+from tests.sweep.live_study import TINY_MODEL, run_module
+from tests.trainer.group.trial_events import events
 from trainer.group.run_group import run_group
 from trainer.spec import TrialSpec
 from trainer.trial_folder import STOP_FILE
@@ -37,15 +37,6 @@ WEIGHTS_TOLERANCE = 1e-3  # of the largest magnitude of each weight
 LOSS_TOLERANCE = 1e-5  # relative
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    for name, rows in (("train", 64), ("eval", 16)):
-        lines = (DEMO_DATA / f"{name}.jsonl").read_text().splitlines()[:rows]
-        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
-
 def spec_for(data, folder, number: int, trial: int | None = None, **lora) -> TrialSpec:
     r, alpha, rslora, lr, epochs, training = TRIALS[number if trial is None else trial]
     return TrialSpec.model_validate({
@@ -59,11 +50,6 @@ def spec_for(data, folder, number: int, trial: int | None = None, **lora) -> Tri
                      "eval_points": 4, "seed": 3407, **training},
         "samples": {"count": 1, "max_new_tokens": 4},
     })
-
-
-def events(folder, kind: str) -> list[dict]:
-    found = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in e.items() if k != "time"} for e in found if e["event"] == kind]
 
 
 def adapter(folder) -> dict[str, torch.Tensor]:
