@@ -21,8 +21,8 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
   (learning rates spread 1e-4..1e-3, seeds differ, rank ``--r``), one stacked forward and backward a step,
   for every ``--matmul`` way of applying the adapters; tokens/s counts all k trials' real tokens.
   ``stacked`` (:class:`trainer.group.stacked_trainer.StackedGroupTrainer`: stacked adapters, one
-  optimizer step for all trials) also takes ``--length-multiple``, ``--compile``, ``--loss-chunk`` and
-  ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
+  optimizer step for all trials; each trial's rows packed end to end unless ``--padded``) also takes
+  ``--length-multiple``, ``--compile``, ``--loss-chunk`` and ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
   ~530-token rows needs it beyond a few trials).
 - ``bare batch b``: one PEFT model and TRL SFTTrainer at micro-batch b (adamw_torch, linear schedule,
   logging every step), the baseline a single trial gets.
@@ -72,6 +72,10 @@ def main() -> int:
                         help="stacked: tokens of the loss at a time, without keeping their logits (large vocabularies)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
+    parser.add_argument("--padded", action="store_true",
+                        help="stacked: pad every row to the step's longest row instead of packing each trial's rows")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="after each group run, that many more steps under torch.profiler: its top kernels")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.steps <= args.warmup:
@@ -182,7 +186,8 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
     options = {}
     if matmul == "stacked":
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
-                   "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk}
+                   "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk,
+                   "packed": not args.padded}
     trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
                                 **options)
     folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))
@@ -194,7 +199,8 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
             "training": {"learning_rate": 1e-4 * 10 ** (i / max(1, k - 1)), "num_train_epochs": 100,
                          "per_device_train_batch_size": args.batch, "optim": "adamw_torch", "seed": 3407 + i},
         })
-        order = TrainOrder(rows, args.batch, 1, 100, args.steps + 1, spec.training.seed, tokenizer.pad_token_id)
+        order = TrainOrder(rows, args.batch, 1, 100, args.steps + 1 + args.profile, spec.training.seed,
+                           tokenizer.pad_token_id)
         trainer.add(spec, order, [], EventWriter(folder / f"events-{i}.jsonl"), time.time()).start_at(0)
     return trainer
 
@@ -225,7 +231,51 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
         if step == 1:
             first = time.perf_counter() - first
     window.stop()
-    return _figures(args, f"group K={k} {matmul}", k * args.batch, tokens, window, first)
+    how = matmul if matmul != "stacked" else f"stacked {'padded' if args.padded else 'packed'}"
+    figures = _figures(args, f"group K={k} {how}", k * args.batch, tokens, window, first)
+    if args.profile:
+        figures["profile"] = profile_steps(trainer, args.profile)
+    return figures
+
+
+def profile_steps(trainer, steps: int, top: int = 15) -> dict:
+    """``steps`` group steps under torch.profiler: GPU busy and wall time a step, padded tokens against real
+    ones, and the kernels taking most GPU time (name, share, calls a step)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    shapes = []
+    original = trainer._hidden
+
+    def hidden(ids, second):  # count the tokens the decoder sees, padding included
+        shapes.append(ids.numel())
+        return original(ids, second)
+
+    trainer._hidden = hidden
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync()
+    t0 = time.perf_counter()
+    real = 0
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            real += group_step(trainer)
+        sync()
+    wall = (time.perf_counter() - t0) / steps
+    trainer._hidden = original
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    busy = sum(e.device_time for e in kernels)
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        entry = by_name.setdefault(e.name[:90], [0.0, 0])
+        entry[0] += e.device_time
+        entry[1] += 1
+    ranked = sorted(by_name.items(), key=lambda item: -item[1][0])[:top]
+    return {"wall_ms": round(wall * 1e3, 1), "gpu_busy_ms": round(busy / 1e3 / steps, 1),
+            "kernels_per_step": round(len(kernels) / steps),
+            "real_token_share": round(real / max(1, sum(shapes)), 3),
+            "top": [[name, round(t / busy, 3), round(n / steps, 1)] for name, (t, n) in ranked]}
 
 
 def bare_run(args, rows: list[dict], batch: int) -> dict:

@@ -43,15 +43,13 @@ class MicroBatch:
 
 def collate(items: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``input_ids``, ``attention_mask``, ``labels`` of rows padded on the right (TRL's collator)."""
-    length = max(len(item["input_ids"]) for item in items)
-    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(items), length), dtype=torch.long)
-    for i, item in enumerate(items):
-        n = len(item["input_ids"])
-        ids[i, :n] = torch.tensor(item["input_ids"])
-        labels[i, :n] = torch.tensor(item["labels"])
-        mask[i, :n] = 1
+    lengths = torch.tensor([len(item["input_ids"]) for item in items])
+    mask = (torch.arange(int(lengths.max())) < lengths[:, None]).long()
+    ids = torch.full(mask.shape, pad_id, dtype=torch.long)
+    labels = torch.full(mask.shape, IGNORE, dtype=torch.long)
+    real = mask.bool()  # row by row, as the rows' tokens follow each other below
+    ids[real] = torch.tensor([token for item in items for token in item["input_ids"]], dtype=torch.long)
+    labels[real] = torch.tensor([label for item in items for label in item["labels"]], dtype=torch.long)
     return ids, mask, labels
 
 
@@ -69,6 +67,7 @@ class TrainOrder:
             raise ValueError("a trial needs at least one training row")
         self.rows, self.batch_size, self.accumulation = rows, batch_size, accumulation
         self.seed, self.pad_id = seed, pad_id
+        self.predicted = [predicted_labels(row) for row in rows]
         micro_per_epoch = math.ceil(len(rows) / batch_size)
         self.steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
         self.total_steps = max_steps or epochs * self.steps_per_epoch
@@ -91,7 +90,7 @@ class TrainOrder:
                 if step <= after_step:
                     continue
                 window = micro[start:start + self.accumulation]
-                items = sum(predicted_labels(self.rows[i]) for batch in window for i in batch)
+                items = sum(self.predicted[i] for batch in window for i in batch)
                 done = epoch + (w + 1) / self.steps_per_epoch
                 for j, batch in enumerate(window):
                     chosen = [self.rows[i] for i in batch]

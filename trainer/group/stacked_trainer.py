@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch.nn import functional as F
@@ -30,6 +30,7 @@ from trainer.group.chunked_loss import chunked_token_loss
 from trainer.group.group_trainer import HOST_INPUTS, GroupTrainer, to_device
 from trainer.group.member import Member, WindowLoss
 from trainer.group.multi_lora import lora_scaling, peft_init
+from trainer.group.packed_rows import PackedLayout, attending_packed, pack
 from trainer.group.stacked_adamw import SlotOptimizer, step_slots
 from trainer.group.stacked_lora import SlotStack, StackedRows
 from trainer.spec import TrialSpec
@@ -43,12 +44,15 @@ class StackedGroupTrainer(GroupTrainer):
     in that mode (``"reduce-overhead"``: CUDA graphs), or None; ``activation_checkpointing``
     recomputes each decoder layer's activations in the backward (memory for long rows or many trials);
     ``loss_chunk`` computes the loss through the output layer that many tokens at a time without
-    keeping their logits (:mod:`trainer.group.chunked_loss`; memory for a large vocabulary), or None.
+    keeping their logits (:mod:`trainer.group.chunked_loss`; memory for a large vocabulary), or None;
+    ``packed`` lays each member's rows end to end without padding (:mod:`trainer.group.packed_rows`),
+    else each row is padded to the step's longest row.
     """
 
     def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
                  length_multiple: int = 1, compile_mode: str | None = None,
-                 activation_checkpointing: bool = False, loss_chunk: int | None = None) -> None:
+                 activation_checkpointing: bool = False, loss_chunk: int | None = None,
+                 packed: bool = True) -> None:
         if length_multiple < 1:
             raise ValueError(f"length_multiple must be at least 1, but got {length_multiple=}")
         if loss_chunk is not None and loss_chunk < 1:
@@ -59,7 +63,7 @@ class StackedGroupTrainer(GroupTrainer):
         weight = next(model.parameters())
         # adapters train in float32 beside a 16-bit base, as PEFT keeps them (multi_lora.add_adapter)
         self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32)
-        self.length_multiple, self.loss_chunk = length_multiple, loss_chunk
+        self.length_multiple, self.loss_chunk, self.packed = length_multiple, loss_chunk, packed
         self.compiled = compile_mode is not None
         if self.compiled:
             self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
@@ -94,11 +98,12 @@ class StackedGroupTrainer(GroupTrainer):
         members = sorted(self.members, key=lambda m: m.slot)
         with torch.profiler.record_function(HOST_INPUTS):
             batches = [m.next_batch() for m in members]
-            ids, mask, targets = self._inputs([(b.input_ids, b.attention_mask, b.labels) for b in batches],
-                                              [b.items for b in batches])
+            ids, mask, targets, layout = self._inputs([(b.input_ids, b.attention_mask, b.labels) for b in batches],
+                                                      [b.items for b in batches])
         rows = self._rows([m.slot for m in members])
         self.model.train()
-        with self.routing.stack(rows):  # the backward too: gradient checkpointing runs the layers again in it
+        # the backward too: gradient checkpointing runs the layers again in it
+        with self.routing.stack(rows), self._attending(layout):
             with self._autocast():
                 losses = self._losses(ids, mask, targets, len(members))
             with _flat_gradients():
@@ -128,8 +133,9 @@ class StackedGroupTrainer(GroupTrainer):
             batches = [m.eval_data[i] for _, m in part]
             with torch.profiler.record_function(HOST_INPUTS):
                 counts = [int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in batches]
-                ids, mask, targets = self._inputs(batches, counts)
-            with self.routing.stack(self._rows([m.slot for _, m in part])), self._autocast():
+                ids, mask, targets, layout = self._inputs(batches, counts)
+            with self.routing.stack(self._rows([m.slot for _, m in part])), self._attending(layout), \
+                    self._autocast():
                 means = self._losses(ids, mask, targets, len(part)).tolist()
             for (k, _), mean, (ids_k, _, _) in zip(part, means, batches, strict=True):
                 sums[k] += mean * ids_k.shape[0]
@@ -138,28 +144,59 @@ class StackedGroupTrainer(GroupTrainer):
         return [s / n for s, n in zip(sums, rows, strict=True)]
 
     def _inputs(self, parts: list[tuple[torch.Tensor, ...]], divisors: list[int]) -> tuple:
-        """The stacked ``input_ids`` and ``attention_mask`` (on the CPU) of ``(ids, mask, labels)`` per member,
-        and on the device in one copy: ``(member, its n-th token, row, position, label)`` of every label token
-        and each member's divisor (its loss is its summed token loss over it); then the most tokens of a member."""
-        count = len(parts)
-        rows = max(ids.shape[0] for ids, _, _ in parts)
-        length = math.ceil(max(ids.shape[1] for ids, _, _ in parts) / self.length_multiple) * self.length_multiple
-        ids = torch.full((count, rows, length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((count, rows, length), dtype=torch.long)
-        mask[:, :, 0] = 1  # a dummy row attends to one position (a row attending to none gives NaN in some kernels)
+        """The stacked ``input_ids`` and ``attention_mask`` (padded) or ``position_ids`` (packed), on the CPU, of
+        ``(ids, mask, labels)`` per member; on the device in one copy: ``(member, its n-th token, row, position,
+        label)`` of every label token and each member's divisor (its loss is its summed token loss over it),
+        then the most tokens of a member; and the packed attention layout on the device (padded: None)."""
+        if self.packed:
+            packed = pack([(ids, mask) for ids, mask, _ in parts], self.pad_id, self.length_multiple)
+            ids, second, layout = packed.ids, packed.positions, packed.layout
+        else:
+            (ids, second), layout = self._padded([(ids, mask) for ids, mask, _ in parts]), None
+        rows = 1 if self.packed else max(part[0].shape[0] for part in parts)
         positions = []
-        for k, (ids_k, mask_k, labels) in enumerate(parts):
-            n, width = ids_k.shape
-            ids[k, :n, :width], mask[k, :n, :width] = ids_k, mask_k
+        for k, (_, _, labels) in enumerate(parts):
             following = labels[:, 1:]
             row, col = (following != IGNORE).nonzero(as_tuple=True)
+            label = following[row, col]
+            if self.packed:  # a label's token is in pack k, after the rows before its own
+                row, col = torch.full_like(row, 0), col + packed.starts[k][row]
             positions.append(torch.stack([torch.full_like(row, k), torch.arange(len(row)), row + k * rows, col,
-                                          following[row, col]]))
+                                          label]))
         joined = torch.cat(positions, dim=1)
-        sent = to_device(torch.cat([joined.reshape(-1), torch.tensor(divisors)]), self.device)
+        tail = [torch.tensor(divisors)] + ([layout.grid, layout.back] if layout is not None else [])
+        sent = to_device(torch.cat([joined.reshape(-1)] + tail), self.device)
         most = max(p.shape[1] for p in positions)
-        return ids.view(-1, length), mask.view(-1, length), (sent[:joined.numel()].view(5, -1),
-                                                             sent[joined.numel():], most)
+        n, d = joined.numel(), len(divisors)
+        if layout is not None:
+            grid = sent[n + d:n + d + layout.grid.numel()]
+            layout = PackedLayout(grid, sent[n + d + grid.numel():], layout.rows, layout.longest)
+        return ids, second, (sent[:n].view(5, -1), sent[n:n + d], most), layout
+
+    def _padded(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` ``[count * rows, length]``: each member's rows padded to the same
+        rows (dummy rows attend to one position: a row attending to none gives NaN in some kernels) and length."""
+        count = len(parts)
+        rows = max(ids.shape[0] for ids, _ in parts)
+        length = math.ceil(max(ids.shape[1] for ids, _ in parts) / self.length_multiple) * self.length_multiple
+        ids = torch.full((count, rows, length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((count, rows, length), dtype=torch.long)
+        mask[:, :, 0] = 1
+        for k, (ids_k, mask_k) in enumerate(parts):
+            n, width = ids_k.shape
+            ids[k, :n, :width], mask[k, :n, :width] = ids_k, mask_k
+        return ids.view(-1, length), mask.view(-1, length)
+
+    def _hidden(self, ids: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The decoder's last hidden states: of the padded rows (``second``: attention mask) or of the packs
+        (``second``: position ids; the attention is :func:`trainer.group.packed_rows.packed_attention`)."""
+        if not self.packed:
+            return super()._hidden(ids, second)
+        ids, positions = to_device(torch.stack([ids, second]), self.device)
+        return self.decoder(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
+
+    def _attending(self, layout: PackedLayout | None):
+        return nullcontext() if layout is None else attending_packed(self.decoder.config, layout)
 
     def _losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
         """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``."""

@@ -135,16 +135,23 @@ def test_bucketed_lengths_checkpointing_and_a_chunked_loss_train_the_same_to_rou
 
 
 def test_bucketed_lengths_are_multiples(tmp_path):
-    trainer = group(tmp_path, [{"r": 4}], length_multiple=16)
+    trainer = group(tmp_path, [{"r": 4}], length_multiple=16, packed=False)
     batch = trainer.members[0].next_batch()
-    ids, mask, _ = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)], [batch.items])
+    ids, mask, _, layout = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)], [batch.items])
     assert ids.shape == (4, 32) and batch.length < 32 and torch.equal(ids[:, :batch.length], batch.input_ids)
-    assert not mask[:, batch.length:].any()
+    assert not mask[:, batch.length:].any() and layout is None
+
+    trainer.packed = True  # each member's rows end to end, the pack's length a multiple too
+    ids, positions, _, layout = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)],
+                                                [batch.items])
+    assert ids.shape == (1, -(-batch.tokens // 16) * 16) and layout.rows == 4
+    assert torch.equal(ids[0, :batch.tokens], batch.input_ids[batch.attention_mask.bool()])
 
 
 def test_a_stacked_step_dispatches_as_many_kernels_for_eight_trials_as_for_one():
     args = options(["--steps", "1", "--warmup", "1"])
     stacked = [count_ops(args, k, "stacked")["kernels_per_step"] for k in (1, 2, 4, 8)]
-    assert stacked == [stacked[0]] * 4, stacked
+    # (the CPU's attention picks its kernels by shape: a few more or fewer, never a set per trial)
+    assert all(abs(n - stacked[0]) <= 0.05 * stacked[0] for n in stacked), stacked
     loop = [count_ops(args, k, "loop")["kernels_per_step"] for k in (1, 2)]
     assert loop[1] > 1.5 * loop[0] and stacked[0] < loop[0]
