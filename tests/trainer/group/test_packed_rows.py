@@ -78,7 +78,7 @@ def test_the_packed_decoder_gives_every_real_token_its_padded_row_s_hidden_state
         with attending_packed(model.config, step.layout):
             hidden = model.model(input_ids=step.ids, position_ids=step.positions).last_hidden_state
             return [hidden[k, start:start + len(row)]
-                    for k, rows in enumerate(members) for start, row in zip(step.starts[k].tolist(), rows)]
+                    for k, rows in enumerate(members) for start, row in zip(step.starts[k].tolist(), rows, strict=True)]
 
     try:
         expected, expected_grad = hidden_and_gradient(padded)
