@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
 import sys
@@ -88,6 +89,8 @@ def main() -> int:
     if args.loss_chunk is not None and args.loss_chunk < 1:
         parser.error(f"--loss-chunk must be at least 1, but got {args.loss_chunk}")
 
+    # as a group worker runs (trainer.group.serve): every step has a shape of its own
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     import torch
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

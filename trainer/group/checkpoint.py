@@ -10,12 +10,20 @@ Only the newest checkpoint is kept (the Trainer's ``save_total_limit=1``).
 
 Resumed, a member continues with the same data order, weights and optimizer state, so it ends
 exactly where the uninterrupted trial ends.
+
+A group writes its checkpoints from a thread of its own (:class:`CheckpointWriter`): the step waits
+only for a copy of the member's state on the CPU, not for the disk (a rank-128 SmolLM2 member's
+adapter and AdamW moments are about 470 MB, every eval point of every member).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import queue
 import shutil
+import threading
+import traceback
 from pathlib import Path
 
 import torch
@@ -31,21 +39,96 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 def save_checkpoint(member: Member, weights: dict, base_name: str) -> Path:
     """Write ``member``'s state at its current step; older checkpoints of the trial are removed after."""
-    folder = member.spec.out / CHECKPOINT_DIR / f"checkpoint-{member.step}"
-    shutil.rmtree(folder, ignore_errors=True)
-    checkpoints.claim(member.spec)
-    write_adapter(member.spec, weights, base_name, folder)
+    return write_snapshot(snapshot(member, weights), base_name)
+
+
+def snapshot(member: Member, weights: dict) -> dict:
+    """Everything a checkpoint of ``member`` holds, copied to the CPU (training may go on while it is written)."""
     generator = member.generator.get_state() if member.generator is not None else None
-    torch.save({"optimizer": member.optimizer.state_dict(), "scheduler": member.scheduler.state_dict(),
-                "generator": generator}, folder / OPTIMIZER_FILE)
     state = {"global_step": member.step, "train_batch_size": member.spec.training.per_device_train_batch_size,
              "epoch": member.epoch, "evals": member.evals, "losses": member.losses,
              "train_tokens": member.train_tokens}
-    (folder / STATE_FILE).write_text(json.dumps(state) + "\n")
+    return {"spec": member.spec, "step": member.step, "state": json.dumps(state) + "\n",
+            "weights": {name: (_copy(a), _copy(b)) for name, (a, b) in weights.items()},
+            "states": {"optimizer": _cpu(member.optimizer.state_dict()),
+                       "scheduler": copy.deepcopy(member.scheduler.state_dict()), "generator": generator}}
+
+
+def write_snapshot(saved: dict, base_name: str) -> Path:
+    """Write a :func:`snapshot` as the trial's newest checkpoint (``trainer_state.json`` last), then remove the older."""
+    spec = saved["spec"]
+    folder = spec.out / CHECKPOINT_DIR / f"checkpoint-{saved['step']}"
+    shutil.rmtree(folder, ignore_errors=True)
+    checkpoints.claim(spec)
+    write_adapter(spec, saved["weights"], base_name, folder)
+    torch.save(saved["states"], folder / OPTIMIZER_FILE)
+    (folder / STATE_FILE).write_text(saved["state"])
     for old in folder.parent.glob("checkpoint-*"):
         if old != folder:
             shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+class CheckpointWriter:
+    """Checkpoints written in order by one thread of their own.
+
+    :meth:`settle` waits until the checkpoints queued for a trial folder (or for all) are on disk;
+    :meth:`failed` hands over, without waiting, the error of each trial folder whose checkpoint could
+    not be written.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._done = threading.Condition()
+        self._pending: dict[Path, int] = {}
+        self._errors: dict[Path, Exception] = {}
+        threading.Thread(target=self._write, name="checkpoints", daemon=True).start()
+
+    def save(self, member: Member, weights: dict, base_name: str) -> None:
+        saved = snapshot(member, weights)
+        with self._done:
+            self._pending[member.spec.out] = self._pending.get(member.spec.out, 0) + 1
+        self._jobs.put((saved, base_name))
+
+    def settle(self, out: Path | None = None) -> None:
+        with self._done:
+            self._done.wait_for(lambda: not self._pending.get(out) if out is not None else not self._pending)
+
+    def failed(self) -> dict[Path, Exception]:
+        with self._done:
+            errors, self._errors = self._errors, {}
+        return errors
+
+    def _write(self) -> None:
+        while True:
+            saved, base_name = self._jobs.get()
+            out = saved["spec"].out
+            try:
+                write_snapshot(saved, base_name)
+            except Exception as error:
+                traceback.print_exc()
+                with self._done:
+                    self._errors[out] = error
+            with self._done:
+                self._pending[out] -= 1
+                if not self._pending[out]:
+                    del self._pending[out]
+                self._done.notify_all()
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True)
+
+
+def _cpu(value):
+    """``value`` (a state dict) with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return _copy(value)
+    if isinstance(value, dict):
+        return {key: _cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu(item) for item in value)
+    return value
 
 
 def find_checkpoint(member: Member) -> checkpoints.ResumePoint:

@@ -70,6 +70,7 @@ class Member:
             raise ValueError(f"training.optim {t.optim!r}: the grouped backend trains with AdamW, one of {OPTIMIZERS}")
         self.spec, self.slot, self.params, self.order = spec, slot, params, order
         self.eval_data, self.events, self.started, self.faults = eval_data, events, started, list(faults)
+        self.before_kill = lambda: None  # what an injected kill waits for (the group's checkpoint writes)
         self.generator = generator  # of its dropout masks (None without dropout)
         # 8-bit optimizers save memory on the base's scale, not on LoRA's: plain AdamW, as run_trial does on CPU
         self.optimizer = optimizer or torch.optim.AdamW(params, lr=t.learning_rate, betas=(0.9, 0.999), eps=1e-8,
@@ -194,6 +195,7 @@ class Member:
             if fault.kind == "oom":
                 raise torch.OutOfMemoryError("CUDA out of memory (injected by SWEEP_TEST_FAULT)")
             if fault.kind == "kill":
+                self.before_kill()  # the checkpoints written so far land first: a test knows where it resumes
                 os.kill(os.getpid(), signal.SIGKILL)
             if fault.kind == "hang":
                 while True:

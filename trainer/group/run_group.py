@@ -23,7 +23,7 @@ import trainer.run_trial as single
 from trainer import checkpoints
 from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
-from trainer.group.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
+from trainer.group.checkpoint import CheckpointWriter, find_checkpoint, restore_checkpoint
 from trainer.group.member import log_progress
 from trainer.samples import chrf, generate_samples
 from trainer.spec import TrialSpec
@@ -125,6 +125,7 @@ class GroupRun:
         self.model = model  # the model section every member must share
         self.live: dict = {}
         self.data: dict[str, tuple] = {}
+        self.checkpoints = CheckpointWriter()
 
     def join(self, folder: TrialFolder) -> None:
         """Add the folder's trial to the group; a trial that cannot join gets its result at once."""
@@ -165,6 +166,8 @@ class GroupRun:
         member = self.trainer.add(spec, order, eval_batches(evaluation, t.per_device_eval_batch_size, pad),
                                   folder.events, folder.started, faults)
         _phase(folder, "lora", phase)
+        member.before_kill = self.checkpoints.settle
+        self.checkpoints.settle(spec.out)  # a checkpoint of an earlier run of this trial in this group is on disk
         point = find_checkpoint(member)
         folder.events.emit(Setup(backend="grouped", device=self.device, total_steps=order.total_steps,
                                  train_rows=len(train), eval_rows=len(evaluation), resumed_from_step=point.step,
@@ -208,6 +211,9 @@ class GroupRun:
         self._evaluate(evaluated)
         for member in [m for m in evaluated if m in self.live and not m.finished]:
             self._checkpoint(member)
+        failed = self.checkpoints.failed()
+        for member in [m for m in self.live if m.spec.out in failed]:
+            self._leave(member, single._failure(failed[member.spec.out]))
         for member in [m for m in done if m in self.live]:
             if member.stop_requested:
                 self._leave(member, self._result(member, "stopped"))
@@ -226,9 +232,10 @@ class GroupRun:
                 self._leave(member, single._failure(error))
 
     def _checkpoint(self, member) -> None:
-        """At an eval point before the end (as the Trainer saves with eval_points); a failure ends the trial."""
+        """At an eval point before the end (as the Trainer saves with eval_points), written while the group trains
+        on; a failure ends the trial."""
         try:
-            save_checkpoint(member, self.trainer.adapter_weights(member), self.trainer.model.name_or_path)
+            self.checkpoints.save(member, self.trainer.adapter_weights(member), self.trainer.model.name_or_path)
         except Exception as error:
             traceback.print_exc()
             self._leave(member, single._failure(error))
@@ -261,6 +268,7 @@ class GroupRun:
                       train_tokens=member.train_tokens, **fields)
 
     def _leave(self, member, result: Result) -> None:
+        self.checkpoints.settle(member.spec.out)  # its result is written once its checkpoints are
         if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
             checkpoints.drop(self.live[member].spec)
         self.trainer.remove(member)

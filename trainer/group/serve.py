@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", choices=["eager", "sdpa"], help="as python -m trainer.group")
     parser.add_argument("--folder", help="the worker's folder under the study (its log; shown in ps)")
     args = parser.parse_args(argv)
+    # every step of a group has a shape of its own (its members' rows): grown segments instead of cached blocks
+    # of fixed sizes keep the allocator from freeing and reallocating (measured: 15% of steps 2x slower without)
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
     from trainer.process_guard import exit_with_parent
 

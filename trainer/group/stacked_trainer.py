@@ -35,6 +35,8 @@ from trainer.group.stacked_adamw import SlotOptimizer, step_slots
 from trainer.group.stacked_lora import SlotStack, StackedRows
 from trainer.spec import TrialSpec
 
+EVAL_TOKENS = 1 << 17  # tokens (padding included) of one evaluation forward: no gradients, so several steps' worth
+
 
 class StackedGroupTrainer(GroupTrainer):
     """A :class:`trainer.group.group_trainer.GroupTrainer` whose members share stacked adapters and one optimizer step.
@@ -125,19 +127,22 @@ class StackedGroupTrainer(GroupTrainer):
 
     @torch.no_grad()
     def evaluate(self, members: list[Member]) -> list[float]:
-        """Eval loss of each of ``members`` (each batch's token mean, weighted by its rows), their batches stacked."""
+        """Eval loss of each of ``members`` (each batch's token mean, weighted by its rows): every eval batch of
+        every member stacked in as few forwards as ``EVAL_TOKENS`` allows (a member's batches go through its
+        own adapter, each as a block of its own)."""
         sums, rows = [0.0] * len(members), [0] * len(members)
+        parts = sorted([(m.slot, k, batch) for k, m in enumerate(members) for batch in m.eval_data],
+                       key=lambda part: part[0])  # stable: each member's batches keep their order
         self.model.eval()
-        for i in range(max(len(m.eval_data) for m in members)):
-            part = sorted([(k, m) for k, m in enumerate(members) if i < len(m.eval_data)], key=lambda p: p[1].slot)
-            batches = [m.eval_data[i] for _, m in part]
+        for chunk in _token_chunks(parts, EVAL_TOKENS):
+            batches = [batch for _, _, batch in chunk]
             with torch.profiler.record_function(HOST_INPUTS):
                 counts = [int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in batches]
                 ids, mask, targets, layout = self._inputs(batches, counts)
-            with self.routing.stack(self._rows([m.slot for _, m in part])), self._attending(layout), \
+            with self.routing.stack(self._rows([slot for slot, _, _ in chunk])), self._attending(layout), \
                     self._autocast():
-                means = self._losses(ids, mask, targets, len(part)).tolist()
-            for (k, _), mean, (ids_k, _, _) in zip(part, means, batches, strict=True):
+                means = self._losses(ids, mask, targets, len(chunk)).tolist()
+            for (_, k, (ids_k, _, _)), mean in zip(chunk, means, strict=True):
                 sums[k] += mean * ids_k.shape[0]
                 rows[k] += ids_k.shape[0]
         self.model.train()
@@ -225,6 +230,20 @@ class StackedGroupTrainer(GroupTrainer):
             self._indices[key] = to_device(torch.tensor(slots), self.device)
         index = self._indices[key]
         return StackedRows(len(slots), index, scale.index_select(0, index).view(-1, 1, 1))
+
+
+def _token_chunks(parts: list[tuple], most: int) -> list[list[tuple]]:
+    """``(slot, member, (ids, mask, labels))`` parts in order, cut into runs of at most ``most`` padded tokens
+    (at least one part a run)."""
+    chunks, tokens = [[]], 0
+    for part in parts:
+        size = part[2][0].numel()
+        if chunks[-1] and tokens + size > most:
+            chunks.append([])
+            tokens = 0
+        chunks[-1].append(part)
+        tokens += size
+    return chunks
 
 
 def _enable_checkpointing(model) -> None:
