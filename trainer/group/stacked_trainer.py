@@ -36,6 +36,7 @@ from trainer.group.stacked_lora import SlotStack, StackedRows
 from trainer.spec import TrialSpec
 
 EVAL_TOKENS = 1 << 17  # tokens (padding included) of one evaluation forward: no gradients, so several steps' worth
+EVAL_LOSS_CHUNK = 4096  # label tokens whose float32 logits an evaluation holds at once
 
 
 class StackedGroupTrainer(GroupTrainer):
@@ -209,11 +210,11 @@ class StackedGroupTrainer(GroupTrainer):
         if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
             torch.compiler.cudagraph_mark_step_begin()
         hidden = self._hidden(ids, mask)[row, col]
-        if self.loss_chunk is None:
+        if self.loss_chunk is None and torch.is_grad_enabled():
             token = F.cross_entropy(self.head(hidden).float(), label, reduction="none")
-        else:
+        else:  # an evaluation forward holds many batches: their logits a chunk at a time (a 128k vocabulary)
             token = chunked_token_loss(hidden, self.head.weight, getattr(self.head, "bias", None), label,
-                                       self.loss_chunk)
+                                       self.loss_chunk or EVAL_LOSS_CHUNK)
         # each member's token losses in a row of their own, then summed along it: the same sums on every run
         # (index_add's atomic adds on a GPU land in any order)
         return token.new_zeros(count, most).index_put((member, place), token).sum(1) / divisors.clamp(min=1)
