@@ -209,14 +209,17 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
 
 
 def group_step(trainer) -> int:
-    """One step of every member, as a group run does it (one read of all due losses); the real tokens trained."""
-    from trainer.group.member import log_progress
+    """One step of every member, as a group run does it (the reports of the step before read once this one is
+    queued, this step's staged behind it); the real tokens trained."""
+    from trainer.group.member import log_progress, stage_logs
 
     tokens = 0
-    for member, batch, loss in trainer.train_step():
+    stepped = trainer.train_step()
+    log_progress(trainer.members)
+    for member, batch, loss in stepped:
         member.after_backward(batch, loss)
         tokens += batch.tokens
-    log_progress(trainer.members)
+    stage_logs(trainer.members)
     return tokens
 
 

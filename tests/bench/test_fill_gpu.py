@@ -15,15 +15,19 @@ def test_fill_gpu_measures_groups_and_bare_runs_on_the_cpu(tmp_path):
     done = subprocess.run(
         [sys.executable, "bench/fill_gpu.py", "--model", str(TINY_MODEL), "--device", "cpu", "--ks", "1,2",
          "--matmul", "loop,bmm,stacked", "--bare-batches", "4", "--batch", "4", "--steps", "4", "--warmup", "1",
-         "--rows-tokens", "24", "--json", str(out)],
+         "--rows-tokens", "24", "--profile", "1", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())
-    assert [r["run"] for r in results] == ["group K=1 loop", "group K=1 bmm", "group K=1 stacked", "group K=2 loop",
-                                           "group K=2 bmm", "group K=2 stacked", "bare batch 4"]
+    assert [r["run"] for r in results] == ["group K=1 loop", "group K=1 bmm", "group K=1 stacked packed",
+                                           "group K=2 loop", "group K=2 bmm", "group K=2 stacked packed",
+                                           "bare batch 4"]
     assert all(r["tokens_per_s"] > 0 and r["settings"]["device"] == "cpu" for r in results)
     assert [r["rows_per_step"] for r in results] == [4, 4, 4, 8, 8, 8, 4]
-    assert "| group K=2 stacked |" in done.stdout
+    assert "| group K=2 stacked packed |" in done.stdout
+    share = {r["run"]: r["profile"]["real_token_share"] for r in results if "profile" in r}
+    assert len(share) == 6 and all(0 < s <= 1 for s in share.values())  # the CPU has no CUDA kernels to rank
+    assert share["group K=2 stacked packed"] > share["group K=2 loop"]  # packed: less padding than stacked rows
 
 
 def test_fill_gpu_refuses_a_window_with_no_steps(tmp_path):

@@ -52,6 +52,41 @@ class WindowLoss(NamedTuple):
     index: int | None
 
 
+class DueLog:
+    """A train-loss report due at ``step``: the windows it averages, and their values once copied to the host."""
+
+    def __init__(self, step: int, epoch: float, learning_rate: float, windows: list[WindowLoss]) -> None:
+        self.step, self.epoch, self.learning_rate, self.windows = step, epoch, learning_rate, windows
+        self.staged: StagedLosses | None = None
+
+
+class StagedLosses:
+    """Loss tensors on their way to the host: on a GPU a copy into pinned memory queued behind the work queued so
+    far, and an event after it, so reading them waits for that work only, not for steps queued since."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        self.offsets, start = {}, 0
+        for tensor in tensors:
+            self.offsets[id(tensor)], start = start, start + tensor.numel()
+        self.event = None
+        if flat.is_cuda:
+            self.host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            self.host.copy_(flat, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = flat
+        self._values: list[float] | None = None
+
+    def value(self, window: WindowLoss) -> float:
+        if self._values is None:
+            if self.event is not None:
+                self.event.synchronize()
+            self._values = self.host.tolist()
+        return self._values[self.offsets[id(window.values)] + (window.index or 0)]
+
+
 class Member:
     """A trial's training state next to the others'; the group trainer drives it one micro-batch at a time.
 
@@ -88,7 +123,8 @@ class Member:
         self.train_tokens = 0
         self._batches = None
         self._window_loss: list[torch.Tensor] = []
-        self._pending: list[tuple[WindowLoss, float]] = []
+        self._pending: list[WindowLoss] = []  # windows since the last report
+        self.due_logs: list[DueLog] = []  # reports due, their losses not read yet
         self._steady: tuple[float, int] | None = None
         self._last_step_time: float | None = None
 
@@ -130,22 +166,20 @@ class Member:
         self.step, self.epoch = batch.step, batch.epoch
         # the loss stays a tensor until it is logged (log_progress): reading it would wait for the GPU
         window = loss if isinstance(loss, WindowLoss) else WindowLoss(torch.stack(self._window_loss).sum(), None)
-        self._pending.append((window, self.scheduler.get_last_lr()[0]))
+        self._pending.append(window)
         self._window_loss = []
         self._clock()
-        self._inject_faults()
+        self._inject_faults()  # before the report: as the Trainer, no log of a step that raised
+        if self.step % self.spec.training.logging_steps == 0 or self.finished:
+            self.due_logs.append(DueLog(self.step, self.epoch, self.scheduler.get_last_lr()[0], self._pending))
+            self._pending = []
         return True
 
-    @property
-    def log_due(self) -> bool:
-        return bool(self._pending) and (self.step % self.spec.training.logging_steps == 0 or self.finished)
-
-    def _log(self, values: list[float]) -> None:
-        mean = sum(values) / len(values)
-        self.losses.append((self.step, mean))
-        self.events.emit(Progress(step=self.step, total_steps=self.total_steps, loss=mean,
-                                  learning_rate=self._pending[-1][1], epoch=self.epoch))
-        self._pending = []
+    def _log(self, due: DueLog) -> None:
+        mean = sum(due.staged.value(w) for w in due.windows) / len(due.windows)
+        self.losses.append((due.step, mean))
+        self.events.emit(Progress(step=due.step, total_steps=self.total_steps, loss=mean,
+                                  learning_rate=due.learning_rate, epoch=due.epoch))
 
     def _clock(self) -> None:
         now = time.time()
@@ -202,16 +236,24 @@ class Member:
                     time.sleep(3600)
 
 
-def log_progress(members: list[Member]) -> None:
-    """Report the train loss of every member whose logging step this is, reading all their losses at once
-    (one wait for the GPU per group step, not one per member)."""
-    due = [m for m in members if m.log_due]
+def stage_logs(members: list[Member]) -> None:
+    """Start copying the losses of every report due in ``members`` to the host, in one copy queued behind the work
+    queued so far (see :class:`StagedLosses`): a group stages its reports right after a step and reads them
+    after queueing the next, so the GPU runs on while the host waits."""
+    due = [d for m in members for d in m.due_logs if d.staged is None]
     if not due:
         return
-    tensors = {id(window.values): window.values for m in due for window, _ in m._pending}
-    offsets, start = {}, 0
-    for key, values in tensors.items():
-        offsets[key], start = start, start + values.numel()
-    flat = torch.cat([values.reshape(-1) for values in tensors.values()]).tolist()
-    for member in due:
-        member._log([flat[offsets[id(w.values)] + (w.index or 0)] for w, _ in member._pending])
+    staged = StagedLosses(list({id(w.values): w.values for d in due for w in d.windows}.values()))
+    for d in due:
+        d.staged = staged
+
+
+def log_progress(members: list[Member]) -> None:
+    """Report every due train loss of ``members`` (in step order per member), reading their losses at once: those
+    staged at an earlier step wait for that step only."""
+    members = [m for m in members if m.due_logs]
+    stage_logs(members)
+    for member in members:
+        for due in member.due_logs:
+            member._log(due)
+        member.due_logs = []

@@ -24,7 +24,7 @@ from trainer import checkpoints
 from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
 from trainer.group.checkpoint import CheckpointWriter, find_checkpoint, restore_checkpoint
-from trainer.group.member import log_progress
+from trainer.group.member import log_progress, stage_logs
 from trainer.samples import chrf, generate_samples
 from trainer.spec import TrialSpec
 from trainer.trial_data import encode, load_rows
@@ -198,6 +198,9 @@ class GroupRun:
             for member in list(self.live):
                 self._leave(member, single._failure(error))
             return
+        # the reports due at the step before: their losses were staged behind it, so this waits for that step
+        # only while the GPU runs this one
+        log_progress(list(self.live))
         done = []
         for member, batch, loss in stepped:
             try:
@@ -206,7 +209,11 @@ class GroupRun:
             except Exception as error:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))
-        log_progress([m for m in done if m in self.live])
+        done = [m for m in done if m in self.live]
+        stage_logs(done)
+        # who evaluates, ends or stops now reports first (its events in step order, its checkpoint and result
+        # with every loss); the others report after the next step is queued
+        log_progress([m for m in done if m.eval_due or m.finished or m.stop_requested])
         evaluated = [m for m in done if m in self.live and m.eval_due]
         self._evaluate(evaluated)
         for member in [m for m in evaluated if m in self.live and not m.finished]:
@@ -261,6 +268,7 @@ class GroupRun:
         self._leave(member, result)
 
     def _result(self, member, status: str, **fields) -> Result:
+        log_progress([member])  # its mean train loss counts every step
         reason = "stopped by the orchestrator (pruned)" if status == "stopped" else None
         return Result(status=status, reason=reason, steps=member.step, backend="grouped",
                       train_seconds=time.time() - self.live[member].started, tokens_per_second=member.tokens_per_second,
@@ -268,6 +276,10 @@ class GroupRun:
                       train_tokens=member.train_tokens, **fields)
 
     def _leave(self, member, result: Result) -> None:
+        try:
+            log_progress([member])
+        except Exception:  # a failed step's losses may not be readable; the result says why it ended
+            traceback.print_exc()
         self.checkpoints.settle(member.spec.out)  # its result is written once its checkpoints are
         if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
             checkpoints.drop(self.live[member].spec)
