@@ -19,19 +19,16 @@ study never starts trials that cannot run.
 from __future__ import annotations
 
 import math
+import typing
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from sweep.schema.param_kinds import BoolParam, FloatParam, IntParam, NameParam
+from sweep.schema.param_kinds import BoolParam, FloatParam, IntParam, NameParam, Param
 from sweep.schema.target_modules import TargetModulesParam
 from trainer.spec import LoraFixed, LoraSpec, Strict, TrainingFixed, TrainingSpec
 
 CORE = ("learning_rate", "num_train_epochs", "r", "lora_alpha", "use_rslora")
-# searchable settings of the lora:/training: sections, in the order a trial samples them
-SECTION_PARAMS = {"lora_dropout": "lora", "target_modules": "lora", "warmup_ratio": "training",
-                  "lr_scheduler_type": "training", "weight_decay": "training",
-                  "per_device_train_batch_size": "training", "gradient_accumulation_steps": "training"}
 EFFECTIVE_BATCH = "effective_batch_size"
 BATCH_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")  # what the effective batch sets
 
@@ -210,3 +207,21 @@ class SearchSpace(Strict):
             if param.searched:
                 params[name] = param.as_param(value)
         return params
+
+
+def _section_params() -> dict[str, str]:
+    """``{setting: section}`` of the space's lora:/training: settings (the kinds with a ``home``), in field order."""
+    found = {}
+    for name, field in SearchSpace.model_fields.items():
+        kind = next(t for t in (*typing.get_args(field.annotation), field.annotation) if isinstance(t, type))
+        if issubclass(kind, Param) and kind.home is not None:
+            section, key = kind.home
+            if key != name:  # a developer's slip, caught at import
+                raise TypeError(f"{kind.__name__}.home names {key}, but its field in SearchSpace is {name}")
+            found[name] = section
+    return found
+
+
+# searchable settings of the lora:/training: sections, in the order a trial samples them
+SECTION_PARAMS = _section_params()
+
