@@ -171,3 +171,24 @@ def test_a_killed_group_resumes_each_trial_from_its_checkpoint(data, alone, tmp_
         evals = {(e["step"], e["eval_loss"]) for e in events(folder, "eval")}
         assert evals == {(e["step"], e["eval_loss"]) for e in events(alone / str(number), "eval")}
         assert events(folder, "result")[0]["eval_loss"] == events(alone / str(number), "result")[0]["eval_loss"]
+
+
+def test_train_loss_reports_every_logging_steps_average_the_steps_since_the_last(data, alone, tmp_path):
+    """Reports are read a step late (their losses copied behind the step): each still lands at its own step with
+    the mean of its steps' losses, its step's learning rate and epoch, and the last step is always reported."""
+    every = 5
+    spaced = spec_for(data, tmp_path / "2", 2).model_copy(deep=True)
+    spaced.training.logging_steps = every
+    beside = spec_for(data, tmp_path / "0", 0)
+    assert [r.status for r in run_group([beside, spaced])] == ["ok", "ok"]
+    each = {e["step"]: e for e in events(alone / "2", "progress")}  # logging_steps 1
+    total = max(each)
+    reported = events(tmp_path / "2", "progress")
+    assert [e["step"] for e in reported] == sorted({*range(every, total + 1, every), total})
+    last = 0
+    for e in reported:
+        window = [each[s]["loss"] for s in range(last + 1, e["step"] + 1)]
+        assert e["loss"] == pytest.approx(sum(window) / len(window), rel=1e-12)
+        assert (e["learning_rate"], e["epoch"]) == (each[e["step"]]["learning_rate"], each[e["step"]]["epoch"])
+        last = e["step"]
+    assert events(tmp_path / "0", "progress") == events(alone / "0", "progress")
