@@ -37,11 +37,6 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 
 
-def save_checkpoint(member: Member, weights: dict, base_name: str) -> Path:
-    """Write ``member``'s state at its current step; older checkpoints of the trial are removed after."""
-    return write_snapshot(snapshot(member, weights), base_name)
-
-
 def snapshot(member: Member, weights: dict) -> dict:
     """Everything a checkpoint of ``member`` holds, copied to the CPU (training may go on while it is written)."""
     generator = member.generator.get_state() if member.generator is not None else None

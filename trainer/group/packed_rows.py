@@ -49,10 +49,6 @@ class PackedLayout:
     rows: int
     longest: int
 
-    def to(self, device: torch.device) -> PackedLayout:
-        return PackedLayout(self.grid.to(device, non_blocking=True), self.back.to(device, non_blocking=True),
-                            self.rows, self.longest)
-
 
 @dataclass(frozen=True)
 class Packed:
@@ -73,8 +69,11 @@ def pack(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, multiple: 
     count = len(parts)
     ids = torch.full((count, length), pad_id, dtype=torch.long)
     positions = torch.zeros((count, length), dtype=torch.long)
-    starts, grid_parts, back = [], [], torch.zeros(count * length, dtype=torch.long)
     longest = max(int(n.max()) for n in lengths)
+    rows = sum(len(n) for n in lengths)
+    starts, grid_parts = [], []
+    back = torch.full((count * length,), rows * longest, dtype=torch.long)  # end padding: the zero place
+    p = torch.arange(longest)
     row = 0
     for k, ((ids_k, mask_k), n) in enumerate(zip(parts, lengths, strict=True)):
         real = mask_k.bool()
@@ -84,15 +83,12 @@ def pack(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, multiple: 
         start = torch.cumsum(n, 0) - n
         starts.append(start)
         # grid: row j's position p < n[j] is packed token k*length + start[j] + p
-        p = torch.arange(longest)
         grid_parts.append(torch.where(p[None, :] < n[:, None], k * length + start[:, None] + p[None, :], count * length))
         # back: packed token start[j] + p (p < n[j]) sits at grid place (row + j) * longest + p
         rows_k = torch.repeat_interleave(torch.arange(len(n)), n)
         back[k * length: k * length + total] = (row + rows_k) * longest + positions[k, :total]
-        back[k * length + total: (k + 1) * length] = -1
         row += len(n)
-    back[back < 0] = row * longest
-    layout = PackedLayout(torch.cat(grid_parts).view(-1), back, row, longest)
+    layout = PackedLayout(torch.cat(grid_parts).view(-1), back, rows, longest)
     return Packed(ids, positions, starts, layout)
 
 

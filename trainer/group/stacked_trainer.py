@@ -166,7 +166,7 @@ class StackedGroupTrainer(GroupTrainer):
             row, col = (following != IGNORE).nonzero(as_tuple=True)
             label = following[row, col]
             if self.packed:  # a label's token is in pack k, after the rows before its own
-                row, col = torch.full_like(row, 0), col + packed.starts[k][row]
+                row, col = torch.zeros_like(row), col + packed.starts[k][row]
             positions.append(torch.stack([torch.full_like(row, k), torch.arange(len(row)), row + k * rows, col,
                                           label]))
         joined = torch.cat(positions, dim=1)
