@@ -18,14 +18,7 @@ def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, backend)
     """Answers to the first ``samples.count`` eval prompts, generated in batches of the eval batch size."""
     if not spec.samples.count or fmt == "text":
         return []
-    from trainer.rows import as_messages
-
-    prompts, samples = [], []
-    for row in eval_rows[: spec.samples.count]:
-        messages = as_messages(row, fmt)
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompts.append(tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True))
-        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"]})
+    prompts, samples = sample_prompts(spec, tokenizer, eval_rows, fmt)
     model.eval()
     if backend == "unsloth":
         from unsloth import FastLanguageModel
@@ -34,11 +27,25 @@ def generate_samples(spec: TrialSpec, model, tokenizer, eval_rows, fmt, backend)
     size = spec.training.per_device_eval_batch_size
     answers = []
     for start in range(0, len(prompts), size):
-        answers += _generate(spec, model, tokenizer, prompts[start:start + size])
-    return [{**sample, "answer": answer} for sample, answer in zip(samples, answers, strict=True)]
+        answers += answer(spec, model, tokenizer, prompts[start:start + size])
+    return [{**sample, "answer": text} for sample, text in zip(samples, answers, strict=True)]
 
 
-def _generate(spec: TrialSpec, model, tokenizer, prompts: list[str]) -> list[str]:
+def sample_prompts(spec: TrialSpec, tokenizer, eval_rows, fmt) -> tuple[list[str], list[dict[str, str]]]:
+    """The first ``samples.count`` eval rows as generation prompts, and each one's sample without its answer."""
+    from trainer.rows import as_messages
+
+    prompts, samples = [], []
+    for row in eval_rows[: spec.samples.count]:
+        messages = as_messages(row, fmt)
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompts.append(tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True))
+        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"]})
+    return prompts, samples
+
+
+def answer(spec: TrialSpec, model, tokenizer, prompts: list[str]) -> list[str]:
+    """The model's answer to each prompt, generated as one left-padded batch and cut at the template's stop word."""
     import torch
 
     side = tokenizer.padding_side
@@ -54,8 +61,8 @@ def _generate(spec: TrialSpec, model, tokenizer, prompts: list[str]) -> list[str
                              pad_token_id=tokenizer.pad_token_id, **_stops(spec, model, tokenizer))
     start = batch["input_ids"].shape[1]
     stop = stop_word(spec.model.chat_template, tokenizer)
-    answers = [tokenizer.decode(row[start:], skip_special_tokens=True) for row in out]
-    return [(answer.split(stop, 1)[0] if stop else answer).strip() for answer in answers]
+    texts = [tokenizer.decode(row[start:], skip_special_tokens=True) for row in out]
+    return [(text.split(stop, 1)[0] if stop else text).strip() for text in texts]
 
 
 def _stops(spec: TrialSpec, model, tokenizer) -> dict:

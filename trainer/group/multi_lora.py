@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
+    from trainer.group.parked import LayerBlocks
     from trainer.group.stacked_lora import LayerStack, StackedRows
 
 MATMULS = ("loop", "bmm", "stacked")
@@ -56,7 +57,6 @@ class Routing:
             raise ValueError(f"matmul must be one of {MATMULS}, but got {matmul=}")
         self.matmul = matmul
         self.segments: tuple[Segment, ...] = ()
-        self.whole: int | None = None
         self.stacked: StackedRows | None = None
 
     @contextmanager
@@ -73,22 +73,12 @@ class Routing:
     @contextmanager
     def route(self, segments: list[Segment]):
         """Within the block, forwards apply each segment's adapter to its rows (the others get the base only)."""
-        saved = self.segments, self.whole
-        self.segments, self.whole = tuple(segments), None
+        saved = self.segments
+        self.segments = tuple(segments)
         try:
             yield
         finally:
-            self.segments, self.whole = saved
-
-    @contextmanager
-    def only(self, slot: int):
-        """Within the block, every row and position gets adapter ``slot`` (generation, whatever the shapes)."""
-        saved = self.segments, self.whole
-        self.segments, self.whole = (), slot
-        try:
-            yield
-        finally:
-            self.segments, self.whole = saved
+            self.segments = saved
 
 
 class LoraAdapter(nn.Module):
@@ -135,7 +125,7 @@ class MultiLoraLinear(nn.Module):
         self.adapters = nn.ModuleDict()
         self.in_features, self.out_features = base.in_features, base.out_features
         self.stack: LayerStack | None = None  # every slot's adapter at once, in a stacked group
-
+        self.blocks: LayerBlocks | None = None  # finished members' adapters, a block of rows each (generation)
 
     def add_adapter(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float, dropout: float = 0.0,
                     generator: torch.Generator | None = None) -> LoraAdapter:
@@ -155,12 +145,10 @@ class MultiLoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
         routing = self.routing
+        if self.blocks is not None:
+            return self.blocks.forward(x, result)
         if self.stack is not None:
-            if routing.whole is not None:
-                return (result + self.stack.whole(x, routing.whole)).to(result.dtype)
             return result if routing.stacked is None else self.stack.forward(x, result, routing.stacked)
-        if routing.whole is not None:
-            return (result + self._adapter(routing.whole)(self._cast(x, routing.whole))).to(result.dtype)
         segments = [s for s in routing.segments if str(s.slot) in self.adapters]
         if not segments:
             return result

@@ -24,11 +24,13 @@ from trainer import checkpoints
 from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
 from trainer.group.checkpoint import CheckpointWriter, find_checkpoint, restore_checkpoint
+from trainer.group.ledger import Ledger
 from trainer.group.member import log_progress, stage_logs
-from trainer.samples import chrf, generate_samples
+from trainer.group.parked import Parked, answer_parked
+from trainer.samples import chrf
 from trainer.spec import TrialSpec
 from trainer.trial_data import encode, load_rows
-from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE
+from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE, STOP_FILE
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
 
@@ -39,9 +41,13 @@ class TrialFolder:
     Given ``events``, the caller already holds the folder and writes ``Started`` and the result itself.
     """
 
-    def __init__(self, spec: TrialSpec, events: EventWriter | None = None) -> None:
-        self.spec, self.events, self.owned = spec, events, events is None
+    def __init__(self, spec: TrialSpec, events: EventWriter | None = None, env: dict[str, str] | None = None) -> None:
+        self.spec, self.events, self.owned, self.env = spec, events, events is None, env or {}
         self.lock, self.result, self.started = None, None, time.time()
+
+    @property
+    def stop_requested(self) -> bool:
+        return (self.spec.out / STOP_FILE).exists()
 
     def open(self) -> None:
         self.started = time.time()
@@ -78,12 +84,11 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
         for folder in folders:
             end_unstarted(folder, result)
         return [folder.result for folder in folders]
-    queue = deque(folders)
-    while queue or group.live:
-        while queue and len(group.live) < (max_live or len(folders)):
-            group.join(queue.popleft())
-        if group.live:
-            group.step()
+    group.max_live = max_live
+    for folder in folders:
+        group.offer(folder)
+    while group.busy:
+        group.advance()
     return [folder.result for folder in folders]
 
 
@@ -118,14 +123,59 @@ def run_alone(spec: TrialSpec, events: EventWriter, matmul: str = "loop", attent
 
 
 class GroupRun:
-    """The members in training (each with its folder), the encoded data they share, and their comings and goings."""
+    """The members in training (each with its folder), the trials waiting to join, the finished ones waiting for
+    their samples (parked), the encoded data they share, and their comings and goings.
 
-    def __init__(self, trainer, tokenizer, device: str, matmul: str, loaded: float, model=None) -> None:
+    :meth:`advance` is one turn: waiting trials join while fewer than ``max_live`` train (None: no limit), the
+    members train a step, and the parked members' samples are generated, all in one batch, once the group has
+    a free place that no waiting trial takes (the results they hold back would bring the next trials), nothing
+    is left to train, or one of them is asked to stop.
+    """
+
+    def __init__(self, trainer, tokenizer, device: str, matmul: str, loaded: float, model=None,
+                 max_live: int | None = None) -> None:
         self.trainer, self.tokenizer, self.device, self.matmul, self.loaded = trainer, tokenizer, device, matmul, loaded
         self.model = model  # the model section every member must share
+        self.max_live = max_live
         self.live: dict = {}
+        self.waiting: deque[TrialFolder] = deque()
+        self.parked: list[Parked] = []
         self.data: dict[str, tuple] = {}
         self.checkpoints = CheckpointWriter()
+        self.ledger = Ledger()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.live or self.waiting or self.parked)
+
+    def offer(self, folder: TrialFolder) -> None:
+        """Queue the folder's trial; it joins at the next turn with a free place."""
+        self.waiting.append(folder)
+
+    def advance(self) -> None:
+        """One turn: joins, a step of the members, departures, then the parked members' samples when due."""
+        self._admit()
+        if self.live:
+            self.step()
+        self._admit()
+        if self.parked and (not self._full_without_them() or any(p.folder.stop_requested for p in self.parked)):
+            with self.ledger.timing("samples"):
+                self._answer_parked()
+
+    def _full_without_them(self) -> bool:
+        """Whether the group trains as many as it may without the trials the parked results would bring."""
+        return self.max_live is not None and len(self.live) >= self.max_live
+
+    def _admit(self) -> None:
+        """Waiting trials join while there is a free place; one still waiting that is asked to stop ends untrained."""
+        while self.waiting and not self._full_without_them():
+            folder = self.waiting.popleft()
+            with self.ledger.timing("join"), _environment(folder.env):
+                self.join(folder)
+        for folder in [f for f in self.waiting if f.stop_requested]:
+            self.waiting.remove(folder)
+            end_unstarted(folder, Result(status="stopped", reason="stopped by the orchestrator before it joined the "
+                                                                  "group"))
 
     def join(self, folder: TrialFolder) -> None:
         """Add the folder's trial to the group; a trial that cannot join gets its result at once."""
@@ -191,13 +241,32 @@ class GroupRun:
 
     def step(self) -> None:
         """One group step: forward and backward, each member's optimizer step, evaluations, departures."""
+        with self.ledger.timing("train"):
+            done = self._train()
+        evaluated = [m for m in done if m in self.live and m.eval_due]
+        with self.ledger.timing("evaluate"):
+            self._evaluate(evaluated)
+            for member in [m for m in evaluated if m in self.live and not m.finished]:
+                self._checkpoint(member)
+        failed = self.checkpoints.failed()
+        for member in [m for m in self.live if m.spec.out in failed]:
+            self._leave(member, single._failure(failed[member.spec.out]))
+        with self.ledger.timing("finish"):
+            for member in [m for m in done if m in self.live]:
+                if member.stop_requested:
+                    self._leave(member, self._result(member, "stopped"))
+                elif member.finished:
+                    self._complete(member)
+
+    def _train(self) -> list:
+        """The step of every member; the members whose optimizer stepped (who may evaluate, end or stop now)."""
         try:
             stepped = self.trainer.train_step()
         except Exception as error:  # the shared part failed: no member can go on
             traceback.print_exc()
             for member in list(self.live):
                 self._leave(member, single._failure(error))
-            return
+            return []
         # the reports due at the step before: their losses were staged behind it, so this waits for that step
         # only while the GPU runs this one
         log_progress(list(self.live))
@@ -209,23 +278,13 @@ class GroupRun:
             except Exception as error:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))
+        self.ledger.count(steps=1, member_steps=len(stepped), tokens=sum(batch.tokens for _, batch, _ in stepped))
         done = [m for m in done if m in self.live]
         stage_logs(done)
         # who evaluates, ends or stops now reports first (its events in step order, its checkpoint and result
         # with every loss); the others report after the next step is queued
         log_progress([m for m in done if m.eval_due or m.finished or m.stop_requested])
-        evaluated = [m for m in done if m in self.live and m.eval_due]
-        self._evaluate(evaluated)
-        for member in [m for m in evaluated if m in self.live and not m.finished]:
-            self._checkpoint(member)
-        failed = self.checkpoints.failed()
-        for member in [m for m in self.live if m.spec.out in failed]:
-            self._leave(member, single._failure(failed[member.spec.out]))
-        for member in [m for m in done if m in self.live]:
-            if member.stop_requested:
-                self._leave(member, self._result(member, "stopped"))
-            elif member.finished:
-                self._complete(member)
+        return done
 
     def _evaluate(self, members: list) -> None:
         if not members:
@@ -248,24 +307,45 @@ class GroupRun:
             self._leave(member, single._failure(error))
 
     def _complete(self, member) -> None:
-        """Save the finished member's adapter and samples; its result."""
+        """Save the finished member's adapter and park it: its result waits for its samples (:meth:`advance`)."""
+        from trainer.group.multi_lora import lora_scaling
         from trainer.group.peft_format import save_group_adapter
 
-        spec = self.live[member].spec
+        folder = self.live[member]
+        spec = folder.spec
         try:
             if not member.evals or member.evals[-1][0] != member.step:
                 member.record_eval(self.trainer.evaluate([member])[0])
-            adapter = save_group_adapter(spec, self.trainer.adapter_weights(member), self.tokenizer,
-                                         self.trainer.model.name_or_path, spec.out / ADAPTER_DIR)
-            _, _, eval_rows, fmt = self._encoded(spec)
-            with self.trainer.routing.only(member.slot):
-                samples = generate_samples(spec, self.trainer.model, self.tokenizer, eval_rows, fmt, "transformers")
-            result = self._result(member, "ok", eval_loss=member.evals[-1][1], adapter_path=str(adapter),
-                                  samples=samples, chrf=chrf(samples))
+            weights = self.trainer.adapter_weights(member)
+            adapter = save_group_adapter(spec, weights, self.tokenizer, self.trainer.model.name_or_path,
+                                         spec.out / ADAPTER_DIR)
+            result = self._result(member, "ok", eval_loss=member.evals[-1][1], adapter_path=str(adapter))
+            copied = {name: (a.detach().clone(), b.detach().clone()) for name, (a, b) in weights.items()}
         except Exception as error:
             traceback.print_exc()
-            result = single._failure(error)
-        self._leave(member, result)
+            self._leave(member, single._failure(error))
+            return
+        lora = spec.lora
+        self._leave(member, parked=Parked(folder, result, copied, lora_scaling(lora.r, lora.lora_alpha, lora.use_rslora)))
+
+    def _answer_parked(self) -> None:
+        """Every parked member's samples (one batch where they can share it), then its result."""
+        parked, self.parked = self.parked, []
+        began = time.time()
+        self.ledger.count(sample_batches=answer_parked(parked, self.trainer.model, self.trainer.layers,
+                                                       self.tokenizer, lambda spec: self._encoded(spec)[2:],
+                                                       exact=self.matmul != "stacked"),
+                          sampled=len(parked))
+        seconds = time.time() - began
+        for p in parked:
+            p.folder.events.emit(Phase(name="samples", seconds=seconds))
+            if p.error is not None:
+                result = single._failure(p.error)
+            else:
+                result = p.result.model_copy(update={"samples": p.samples, "chrf": chrf(p.samples)})
+            if result.status == "ok":  # finished: nothing will resume its checkpoints
+                checkpoints.drop(p.spec)
+            p.folder.close(result)
 
     def _result(self, member, status: str, **fields) -> Result:
         log_progress([member])  # its mean train loss counts every step
@@ -275,16 +355,21 @@ class GroupRun:
                       peak_memory_mb=single.peak_memory_mb(self.device), train_loss=member.mean_train_loss,
                       train_tokens=member.train_tokens, **fields)
 
-    def _leave(self, member, result: Result) -> None:
+    def _leave(self, member, result: Result | None = None, parked: Parked | None = None) -> None:
+        """``member`` leaves the group with ``result``, or ``parked`` to wait for its samples."""
         try:
             log_progress([member])
         except Exception:  # a failed step's losses may not be readable; the result says why it ended
             traceback.print_exc()
         self.checkpoints.settle(member.spec.out)  # its result is written once its checkpoints are
-        if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
-            checkpoints.drop(self.live[member].spec)
         self.trainer.remove(member)
-        self.live.pop(member).close(result)
+        folder = self.live.pop(member)
+        if parked is not None:
+            self.parked.append(parked)
+            return
+        if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
+            checkpoints.drop(folder.spec)
+        folder.close(result)
 
 
 def end_unstarted(folder: TrialFolder, result: Result) -> None:
@@ -295,6 +380,24 @@ def end_unstarted(folder: TrialFolder, result: Result) -> None:
         folder.result = single._failure(error)
         return
     folder.close(result)
+
+
+class _environment:
+    """A trial's own variables (its fault injection, in tests) while it joins; the process's afterwards."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env, self.saved = env, {}
+
+    def __enter__(self) -> None:
+        self.saved = {key: os.environ.get(key) for key in self.env}
+        os.environ.update(self.env)
+
+    def __exit__(self, *exc) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _last_line(error: Exception) -> str:

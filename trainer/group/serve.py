@@ -1,15 +1,18 @@
 """A group worker: one shared base on one device, trials joining as the orchestrator hands them over.
 
-    python -m trainer.group.serve --targets q_proj,v_proj [--matmul loop] [--folder DIR]
+    python -m trainer.group.serve --targets q_proj,v_proj [--matmul loop] [--max-live K] [--folder DIR]
 
 The orchestrator (``sweep.launch.group_workers``) starts one per device when a study says
 ``execution.backend: grouped`` and writes one request per line to its stdin, as to a warm worker
 (``{"spec": PATH, "env": {...}}``). The first request loads the base (its ``model`` section);
-every trial joins the group at the next step and trains beside the others
-(:mod:`trainer.group.run_group`), writing its own folder as ``python -m trainer`` would (events,
-checkpoints, adapter, result). A trial leaves when it ends, is stopped (its ``STOP`` file) or fails;
-the worker waits for the next request when none is left, and exits when its stdin closes and every
-trial has ended. A failure of the shared forward ends the trials training at that step (each gets
+every trial joins the group at the next step with a free place (at most ``--max-live`` train at
+once; the orchestrator hands over a few more, so that the next trial is there when one leaves) and
+trains beside the others (:mod:`trainer.group.run_group`), writing its own folder as ``python -m
+trainer`` would (events, checkpoints, adapter, result). A trial leaves when it ends, is stopped (its
+``STOP`` file, also while it waits) or fails; the worker waits for the next request when none is
+left, and exits when its stdin closes and every trial has ended. Where its time went
+(:mod:`trainer.group.ledger`) goes to its log every minute and at the end, and to ``ledger.json`` in
+``--folder``. A failure of the shared forward ends the trials training at that step (each gets
 the reason); the worker goes on with the next ones.
 """
 
@@ -21,9 +24,12 @@ import os
 import queue
 import sys
 import threading
+import time
 from pathlib import Path
 
 END = None  # what the stdin reader queues when the orchestrator closes the pipe
+LEDGER_FILE = "ledger.json"  # in the worker's folder: where its time went (trainer.group.ledger)
+LEDGER_EVERY_SECONDS = 60.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", required=True, help="comma-separated module names any trial may adapt")
     parser.add_argument("--matmul", choices=["loop", "bmm", "stacked"], default="loop", help="as python -m trainer.group")
     parser.add_argument("--attention", choices=["eager", "sdpa"], help="as python -m trainer.group")
-    parser.add_argument("--folder", help="the worker's folder under the study (its log; shown in ps)")
+    parser.add_argument("--max-live", type=int, help="trials training at once (default: every trial handed over); "
+                                                     "the others wait to join")
+    parser.add_argument("--folder", type=Path, help="the worker's folder under the study (its log and ledger)")
     args = parser.parse_args(argv)
     # every step of a group has a shape of its own (its members' rows): grown segments instead of cached blocks
     # of fixed sizes keep the allocator from freeing and reallocating (measured: 15% of steps 2x slower without)
@@ -42,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     exit_with_parent()
     requests: queue.Queue = queue.Queue()
     threading.Thread(target=_read_requests, args=(sys.stdin, requests), name="requests", daemon=True).start()
-    serve(requests, args.targets.split(","), args.matmul, args.attention)
+    serve(requests, args.targets.split(","), args.matmul, args.attention, args.max_live,
+          args.folder / LEDGER_FILE if args.folder else None)
     return 0
 
 
@@ -53,14 +62,15 @@ def _read_requests(stream, requests: queue.Queue) -> None:
     requests.put(END)
 
 
-def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", attention: str | None = None) -> None:
-    """Train the requested trials as one group until the requests end and every trial has left."""
+def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", attention: str | None = None,
+          max_live: int | None = None, ledger_path: Path | None = None) -> None:
+    """Train the requested trials as one group until the requests end and every trial has its result."""
     from trainer.group.run_group import TrialFolder, end_unstarted, open_group, unopened_result
     from trainer.spec import TrialSpec
 
-    group, ended = None, False
-    while not ended or (group is not None and group.live):
-        busy = group is not None and bool(group.live)
+    group, ended, reported = None, False, time.monotonic()
+    while not ended or (group is not None and group.busy):
+        busy = group is not None and group.busy
         while True:
             try:
                 request = requests.get(block=not busy)  # idle: wait for a trial; training: take what has come
@@ -69,36 +79,30 @@ def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", atten
             if request is END:
                 ended = True
                 break
-            folder = TrialFolder(TrialSpec.read(Path(request["spec"])))
+            folder = TrialFolder(TrialSpec.read(Path(request["spec"])), env=request.get("env", {}))
             if group is None:
                 try:
                     group = open_group(folder.spec, targets, matmul, attention)
                 except Exception as error:  # no base: this trial ends with the reason; the next request tries again
                     end_unstarted(folder, unopened_result(error))
                     continue
-            with _environment(request.get("env", {})):
-                group.join(folder)
-            busy = bool(group.live)
-        if group is not None and group.live:
-            group.step()
+                group.max_live = max_live
+            group.offer(folder)
+            busy = True
+        if group is not None and group.busy:
+            group.advance()
+        if group is not None and (time.monotonic() - reported > LEDGER_EVERY_SECONDS or not group.busy):
+            reported = time.monotonic()
+            _report(group.ledger, ledger_path)
 
 
-class _environment:
-    """The trial's own variables (its fault injection, in tests) while it joins; the process's afterwards."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env, self.saved = env, {}
-
-    def __enter__(self) -> None:
-        self.saved = {key: os.environ.get(key) for key in self.env}
-        os.environ.update(self.env)
-
-    def __exit__(self, *exc) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def _report(ledger, path: Path | None) -> None:
+    print(ledger.line(), flush=True)
+    if path is not None:
+        try:
+            ledger.write(path)
+        except OSError as error:  # the worker's folder is for its log: a ledger that cannot be written is no failure
+            print(f"ledger not written: {error}", flush=True)
 
 
 if __name__ == "__main__":

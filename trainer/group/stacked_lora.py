@@ -60,14 +60,6 @@ class LayerStack:
             xs, base = xs.to(a.dtype), base.to(a.dtype)
         return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(shape).to(result.dtype)
 
-    def whole(self, x: torch.Tensor, slot: int) -> torch.Tensor:
-        """Slot ``slot``'s update for every row (generation), with its own rank: PEFT's operations."""
-        r = self.stack.ranks[slot]
-        a, b = self.a[slot, :r], self.b[slot, :, :r]
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(a.dtype)
-        return F.linear(F.linear(x, a), b) * self.stack.scalings[slot]
-
 
 class SlotStack:
     """The stacked adapters of a group's layers, their gradients and AdamW moments, slot by slot.

@@ -1,0 +1,148 @@
+"""Finished members waiting for their sample answers, answered several at once.
+
+A trial's samples (``samples.count`` eval prompts, up to ``max_new_tokens`` each) are generated a
+token at a time: on a GPU each token is a forward of the whole model for a few rows, bound by kernel
+launches, so one member's samples cost as much as several steps of the whole group. So a member
+whose training ended is *parked*: its adapter is saved, copied out of the group (its slot takes the
+next trial at once) and its result held back; then the samples of every parked member are generated
+in one batch, member k's prompts in block k of the rows with member k's adapter::
+
+    with parked_adapters(trainer.layers, parked, exact=True):
+        model.generate(...)          # rows [prompts of member 0 | prompts of member 1 | ...]
+
+``exact`` applies each block's adapter with PEFT's own operations on that block alone
+(``lora_B(lora_A(x)) * scaling``), so each member's answers are the ones it gives by itself, bit for
+bit on the CPU; otherwise two batched matmuls over ranks padded to the largest apply all blocks at
+once (as the stacked matmul trains: equal up to rounding, as many kernels for K members as for one).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from trainer.events import Result
+from trainer.samples import answer, sample_prompts
+
+SAMPLE_ROWS = 512  # rows of one generate call at most (prompts of several members): memory for the KV cache
+
+
+@dataclass
+class Parked:
+    """A member whose training ended: its folder, result (all but the samples) and adapter, at its own rank."""
+
+    folder: object  # trainer.group.run_group.TrialFolder
+    result: Result
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]]  # {layer name: (lora_A, lora_B)}
+    scaling: float
+    samples: list[dict[str, str]] | None = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def spec(self):
+        return self.folder.spec
+
+    def together_key(self) -> tuple | None:
+        """Members with the same key answer the same prompts the same way: one batch; None answers alone
+        (sampled answers draw from one random stream, which a batch would share out differently)."""
+        s = self.spec
+        if s.samples.temperature != 0:
+            return None
+        return (s.samples.model_dump_json(), s.data.model_dump_json(), s.training.per_device_eval_batch_size)
+
+
+class LayerBlocks:
+    """One layer's adapters of the parked members, block k of the rows for member k."""
+
+    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor] | None], scalings: list[float], exact: bool,
+                 in_features: int, out_features: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.pairs, self.scalings, self.exact, self.count = pairs, scalings, exact, len(pairs)
+        if not exact:  # [K, r, in] and [K, out, r] at the largest rank, B already scaled (as LayerStack.forward)
+            rank = max((a.shape[0] for a, _ in filter(None, pairs)), default=1)
+            self.a = torch.zeros(self.count, rank, in_features, dtype=dtype, device=device)
+            self.b = torch.zeros(self.count, out_features, rank, dtype=dtype, device=device)
+            for k, pair in enumerate(pairs):
+                if pair is not None:
+                    a, b = pair
+                    self.a[k, :a.shape[0]] = a
+                    self.b[k, :, :a.shape[0]] = b * scalings[k]
+
+    def forward(self, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] % self.count:
+            raise ValueError(f"{x.shape[0]} rows are not {self.count} equal blocks, one per parked member")
+        if not self.exact:
+            a, b = self.a, self.b
+            xs, base = x.reshape(self.count, -1, x.shape[-1]), result.reshape(self.count, -1, result.shape[-1])
+            if not torch.is_autocast_enabled(x.device.type) and x.dtype != a.dtype:
+                xs, base = xs.to(a.dtype), base.to(a.dtype)
+            return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(result.shape) \
+                .to(result.dtype)
+        deltas, autocast = [], torch.is_autocast_enabled(x.device.type)
+        for xk, pair, scaling in zip(x.chunk(self.count), self.pairs, self.scalings, strict=True):
+            if pair is None:  # a layer this member does not adapt: its rows get the base alone
+                deltas.append(result.new_zeros(*xk.shape[:-1], result.shape[-1]))
+                continue
+            a, b = pair
+            deltas.append(F.linear(F.linear(xk if autocast else xk.to(a.dtype), a), b) * scaling)  # as PEFT
+        dtype = deltas[0].dtype if all(d.dtype == deltas[0].dtype for d in deltas) else result.dtype
+        return (result + torch.cat([d.to(dtype) for d in deltas])).to(result.dtype)
+
+
+@contextmanager
+def parked_adapters(layers: dict, parked: list[Parked], exact: bool):
+    """Within the block, every adapted layer of ``layers`` (``{name: MultiLoraLinear}``) applies member k's
+    adapter to block k of its rows."""
+    scalings = [p.scaling for p in parked]
+    for name, layer in layers.items():
+        weight = layer.base_layer.weight
+        pairs = [p.weights.get(name) for p in parked]
+        dtype = next((a.dtype for a, _ in filter(None, pairs)), torch.float32)
+        layer.blocks = LayerBlocks(pairs, scalings, exact, layer.in_features, layer.out_features, dtype, weight.device)
+    try:
+        yield
+    finally:
+        for layer in layers.values():
+            layer.blocks = None
+
+
+def answer_parked(parked: list[Parked], model, layers: dict, tokenizer, rows_of, exact: bool) -> int:
+    """Generate every parked member's samples (into ``Parked.samples``, or ``Parked.error``), members that answer
+    the same prompts the same way in one batch; ``rows_of(spec)`` gives a spec's ``(eval_rows, fmt)``.
+    Returns the number of generate batches run."""
+    batches, together = 0, {}
+    for p in parked:
+        eval_rows, fmt = rows_of(p.spec)
+        if not p.spec.samples.count or fmt == "text":
+            p.samples = []
+            continue
+        key = p.together_key()
+        together.setdefault(key if key is not None else id(p), []).append(p)
+    model.eval()
+    for members in together.values():
+        spec = members[0].spec
+        prompts, samples = sample_prompts(spec, tokenizer, *rows_of(spec))
+        size = spec.training.per_device_eval_batch_size
+        per_call = max(1, SAMPLE_ROWS // min(size, len(prompts)))
+        for first in range(0, len(members), per_call):
+            part = members[first:first + per_call]
+            try:
+                answers = [[] for _ in part]
+                for start in range(0, len(prompts), size):
+                    block = prompts[start:start + size]
+                    with parked_adapters(layers, part, exact):
+                        out = answer(spec, model, tokenizer, block * len(part))  # member-major rows
+                    batches += 1
+                    for k in range(len(part)):
+                        answers[k] += out[k * len(block):(k + 1) * len(block)]
+            except Exception as error:  # the batch failed: each member alone, so one member's failure is its own
+                if len(part) == 1:
+                    part[0].error = error
+                for alone in part if len(part) > 1 else ():
+                    batches += answer_parked([alone], model, layers, tokenizer, rows_of, exact)
+                continue
+            for p, mine in zip(part, answers, strict=True):
+                p.samples = [{**sample, "answer": a} for sample, a in zip(samples, mine, strict=True)]
+    return batches
