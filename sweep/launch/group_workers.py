@@ -7,6 +7,12 @@ stacked forward and backward a step (:mod:`trainer.group`). A trial joins at the
 when it ends; each still writes its own folder, events and adapter, so the objective follows it as
 any other.
 
+A worker trains at most ``--trials-per-gpu`` trials at once, but is handed a quarter more
+(:func:`handed_over`): they wait in it to join at the next step a member leaves (not after the
+orchestrator's round trip), and members that finished hold their results back until the samples of
+several are generated in one batch (:mod:`trainer.group.parked`), when no waiting trial is left to
+take a free place.
+
 The price is isolation: a crash or kill of the worker ends every trial in it (each fails with the
 worker's last log line, and the next trial starts a new worker). Stopping one trial (pruning, its
 time limit) writes its ``STOP`` file; only a trial that does not leave within the grace period takes
@@ -32,10 +38,17 @@ from trainer.trial_folder import LOG_FILE
 POLL_SECONDS = 0.2
 
 
+def handed_over(capacity: dict[str | None, int]) -> dict[str | None, int]:
+    """Trials placed on each device for a group worker that trains ``capacity[device]`` at once: a quarter more
+    (at least one) wait in it to join."""
+    return {device: k + -(-k // 4) for device, k in capacity.items()}
+
+
 class GroupWorker:
     """One ``python -m trainer.group.serve`` process for one device, in its own process group."""
 
-    def __init__(self, folder: Path, device: str | None, targets: list[str], matmul: str) -> None:
+    def __init__(self, folder: Path, device: str | None, targets: list[str], matmul: str,
+                 max_live: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.log_path = folder / LOG_FILE
@@ -46,7 +59,7 @@ class GroupWorker:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "trainer.group.serve", "--targets", ",".join(targets), "--matmul", matmul,
-                 "--folder", str(folder)],
+                 "--folder", str(folder), *(["--max-live", str(max_live)] if max_live else [])],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env(env),
                 cwd=PROJECT_ROOT, start_new_session=True,
             )
@@ -83,11 +96,16 @@ class GroupTrial(WorkerTrial):
 
 
 class GroupWorkerPool:
-    """One group worker per device, started on demand and again after one died; thread-safe."""
+    """One group worker per device, started on demand and again after one died; thread-safe.
 
-    def __init__(self, folder: Path, targets: list[str], matmul: str, stopping: threading.Event) -> None:
+    ``max_live``: the trials each device's worker trains at once (the others handed over wait to join);
+    a device it does not name has no limit."""
+
+    def __init__(self, folder: Path, targets: list[str], matmul: str, stopping: threading.Event,
+                 max_live: dict[str | None, int] | None = None) -> None:
         self.folder = Path(folder)
         self.targets, self.matmul, self.stopping = targets, matmul, stopping
+        self.max_live = max_live or {}
         self._workers: dict[str | None, GroupWorker] = {}
         self._lock = threading.Lock()
         self._started = 0
@@ -101,7 +119,8 @@ class GroupWorkerPool:
             worker = self._workers.get(device)
             if worker is None or not worker.alive():
                 self._started += 1
-                worker = GroupWorker(self.folder / f"group-{self._started:04d}", device, self.targets, self.matmul)
+                worker = GroupWorker(self.folder / f"group-{self._started:04d}", device, self.targets, self.matmul,
+                                     self.max_live.get(device))
                 self._workers[device] = worker
             return worker
 

@@ -81,11 +81,13 @@ class ColdLauncher:
         pass
 
 
-def launcher_for(config, folder: Path, stopping: threading.Event) -> Launcher:
-    """The launcher a study file's ``config`` asks for (its ``execution`` section); workers keep their logs under ``folder``."""
+def launcher_for(config, folder: Path, stopping: threading.Event,
+                 at_once: dict[str | None, int] | None = None) -> Launcher:
+    """The launcher a study file's ``config`` asks for (its ``execution`` section); workers keep their logs under
+    ``folder``; ``at_once``: the trials a group worker trains at once on each device (``--trials-per-gpu``)."""
     execution = config.execution
     if execution.backend == "grouped":
-        return GroupWorkerPool(folder, config.lora.target_modules, execution.group_matmul, stopping)
+        return GroupWorkerPool(folder, config.lora.target_modules, execution.group_matmul, stopping, at_once)
     if not execution.warm_workers:
         return ColdLauncher()
     return WarmTrainerPool(folder, execution.backend, execution.worker_max_trials, execution.worker_max_leak_mb,

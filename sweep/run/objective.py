@@ -41,17 +41,18 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which orchestrator ran a tri
 
 
 class Objective:
-    """Callable for the trial loop; thread-safe, each running trial holds a lease from ``pool``."""
+    """Callable for the trial loop; thread-safe, each running trial holds a lease from ``pool``; ``at_once``: the
+    trials a group worker trains at once on each device (a grouped study's pool places more)."""
 
     def __init__(self, study: Study, folder: Path, progress: ProgressView, pool: SlotPool,
-                 stopping: threading.Event, identity: Identity) -> None:
+                 stopping: threading.Event, identity: Identity, at_once: dict[str | None, int] | None = None) -> None:
         self.study = study
         self.identity = identity
         self.folder = folder
         self.progress = progress
         self.pool = pool
         self.stopping = stopping
-        self.launcher = launcher_for(study.config, folder / "workers", stopping)
+        self.launcher = launcher_for(study.config, folder / "workers", stopping, at_once)
         self.artifacts = artifact_store(folder)
         self.objectives = Objectives(tuple(study.config.search.objective))
 

@@ -22,6 +22,7 @@ from sweep.checks.token_check import check_rows_fit
 from sweep.checks.trackers import check_trackers
 from sweep.launch.gpu_slots import SlotPool
 from sweep.launch.gpus import plan_capacity
+from sweep.launch.group_workers import handed_over
 from sweep.launch.memory_estimate import estimate_trial_gib
 from sweep.launch.trainer_process import cpu_threads_env
 from sweep.run.base_model import BaseMeasurement
@@ -58,7 +59,7 @@ def run_study(args) -> int:
     check_trackers(study)
     execution, search = study.config.execution, study.config.search
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study),
-                             grouped=execution.backend == "grouped")
+                             grouped=execution.backend == "grouped")  # trials training at once on each device
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
     if args.fresh:
@@ -114,8 +115,9 @@ def run_study(args) -> int:
     stopping = threading.Event()
     with ProgressView(study.name, search.n_trials, counts, _best_value(optuna_study, objectives),
                       objectives=objectives) as progress:
-        pool = SlotPool(capacity, stopping)
-        objective = Objective(study, folder, progress, pool, stopping, ident)
+        grouped = execution.backend == "grouped"
+        pool = SlotPool(handed_over(capacity) if grouped else capacity, stopping)  # a group's next trials wait in it
+        objective = Objective(study, folder, progress, pool, stopping, ident, at_once=capacity)
         loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,
                          heartbeat_seconds=execution.heartbeat_seconds,
                          stale_after_seconds=execution.stale_after_seconds, max_retries=execution.max_retries,

@@ -31,8 +31,8 @@ from tests.sweep.live_study import (
 )
 
 
-def grouped_study(tmp_path, n_trials: int, **execution):
-    path = write_study(tmp_path, "grp", n_trials, max_steps=6, eval_points=3,
+def grouped_study(tmp_path, n_trials: int, samples: dict | None = None, **execution):
+    path = write_study(tmp_path, "grp", n_trials, max_steps=6, eval_points=3, samples=samples,
                        execution={"backend": "grouped", **execution},
                        enqueue=[{"learning_rate": 2e-2, "r": 8}, {"learning_rate": 3e-3, "r": 4}])
     study = yaml.safe_load(path.read_text())
@@ -90,7 +90,8 @@ def test_a_killed_group_worker_costs_only_its_trials(tmp_path):
             sweep.kill()
     trials = study_trials(runs, "grp")
     failed = [t for t in trials if t.state.name == "FAIL"]
-    assert 1 <= len(failed) <= 2 and all(t.user_attrs["fail_reason"].startswith("crash") for t in failed), \
+    # the worker held at most three: two training and one waiting to join (handed_over)
+    assert 1 <= len(failed) <= 3 and all(t.user_attrs["fail_reason"].startswith("crash") for t in failed), \
         [(t.number, t.user_attrs.get("fail_reason")) for t in failed]
     assert len([t for t in trials if t.state.name == "COMPLETE"]) == 4
     pids = {started_pid(t) for t in trials if t.state.name == "COMPLETE"}
@@ -105,3 +106,26 @@ def _training(runs: Path) -> dict | None:
         if "progress" in kinds and "result" not in kinds:
             return next(e for e in trial_events if e["event"] == "started")
     return None
+
+
+def test_a_worker_trains_trials_per_gpu_at_once_with_the_next_ones_waiting_in_it(tmp_path):
+    """--trials-per-gpu 2: the worker is handed three trials at once (one waits to join), never trains more than
+    two at once, and writes where its time went."""
+    study = grouped_study(tmp_path, 5, samples={"count": 2, "max_new_tokens": 4})
+    runs = tmp_path / "runs"
+    done = run_sweep(study, runs, "--trials-per-gpu", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    complete = assert_study_finished_exactly(study_trials(runs, "grp"), 5)
+    assert len({started_pid(t) for t in complete}) == 1
+    spans = [(t.datetime_start, t.datetime_complete) for t in complete]
+    assert max(sum(start <= s < end for start, end in spans) for s, _ in spans) == 3  # handed over at once
+    sizes = [int(note.split("=")[1]) for t in complete for e in events(Path(t.user_attrs["trial_dir"]))
+             if e["event"] == "setup" for note in e["notes"] if note.startswith("group=")]
+    assert len(sizes) == 5 and max(sizes) <= 2  # but trained two at most
+    assert all(len(t.user_attrs["samples"]) == 2 for t in complete)
+    [worker] = (runs / "grp" / "workers").glob("group-*")
+    ledger = json.loads((worker / "ledger.json").read_text())
+    assert ledger["sampled"] == 5 and ledger["mean_members"] <= 2
+    assert ledger["tokens"] == sum(t.user_attrs["train_tokens"] for t in complete)
+    log = (worker / "trainer.log").read_text()
+    assert "training at most 2 trials at once" in log and "group: " in log

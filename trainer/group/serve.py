@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.process_guard import exit_with_parent
 
     exit_with_parent()
+    print(f"group worker: training at most {args.max_live or 'every'} trials at once", flush=True)
     requests: queue.Queue = queue.Queue()
     threading.Thread(target=_read_requests, args=(sys.stdin, requests), name="requests", daemon=True).start()
     serve(requests, args.targets.split(","), args.matmul, args.attention, args.max_live,
