@@ -34,10 +34,12 @@ all seven projections, batch, rows, attention.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -193,7 +195,7 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
                    "packed": not args.padded}
     trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
                                 **options)
-    folder = Path(tempfile.mkdtemp(prefix="fill-gpu-"))
+    folder = scratch("fill-gpu-")
     for i in range(k):
         spec = TrialSpec.model_validate({
             "study": "fill-gpu", "trial_number": i, "output_dir": str(folder / str(i)),
@@ -317,7 +319,7 @@ def bare_run(args, rows: list[dict], batch: int) -> dict:
             if state.global_step == args.steps:
                 window.stop()
 
-    config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="fill-gpu-bare-"), per_device_train_batch_size=batch,
+    config = SFTConfig(output_dir=str(scratch("fill-gpu-bare-")), per_device_train_batch_size=batch,
                        max_steps=args.steps, learning_rate=2e-4, lr_scheduler_type="linear", warmup_steps=2,
                        optim="adamw_torch", weight_decay=0.01, bf16=cuda, logging_steps=1, save_strategy="no",
                        eval_strategy="no", report_to="none", disable_tqdm=True, gradient_checkpointing=False,
@@ -326,6 +328,13 @@ def bare_run(args, rows: list[dict], batch: int) -> dict:
                          data_collator=counting, callbacks=[Clock()])
     trainer.train()
     return _figures(args, f"bare batch {batch}", batch, sum(tokens[args.warmup:args.steps]), window, Clock.first)
+
+
+def scratch(prefix: str) -> Path:
+    """A temporary folder removed when the bench exits."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def _figures(args, name: str, rows_per_step: int, tokens: int, window: Window, first: float) -> dict:

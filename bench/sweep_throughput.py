@@ -4,11 +4,13 @@
         --backends transformers,grouped --group-matmul bmm --runs-dir /tmp/throughput
 
 For each backend the study file is copied with ``execution.backend`` (and ``group_matmul``) set, its
-paths made absolute, its samples off and a seeded random sampler over its own space, so every backend
-trains the same ``--trials`` configurations; then ``python -m sweep run`` runs it as a user would
-(``--trials-per-gpu``, ``--gpus``). Reported per backend: the sweep's tokens per second (all trials'
-training tokens over the span from the first trial's start to the last one's end), the median trial's
-own tokens per second, the wall time, and each configuration's eval loss beside the first backend's.
+paths made absolute, its samples off (``--samples`` keeps them) and a seeded random sampler over its own
+space, so every backend trains the same ``--trials`` configurations; then ``python -m sweep run`` runs it
+as a user would (``--trials-per-gpu``, ``--gpus``). Reported per backend: the sweep's tokens per second
+(all trials' training tokens over the span from the first trial's start to the last one's end), the
+median trial's own tokens per second, the wall time, each configuration's eval loss beside the first
+backend's, and for a grouped run its worker's ledger (:mod:`trainer.group.ledger`: where its time
+went, the mean trials a step, how many trials' samples in how many batches).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Path) -> Path:
+def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Path, samples: bool = False) -> Path:
     study = yaml.safe_load(source.read_text())
     base = source.parent
     study["name"] = f"{source.stem}-{backend}"
@@ -35,7 +37,8 @@ def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Pat
     for key in ("train", "eval"):
         if study["data"].get(key):
             study["data"][key] = str((base / study["data"][key]).resolve())
-    study["samples"] = {"count": 0}
+    if not samples:
+        study["samples"] = {"count": 0}
     study["search"].update(n_trials=trials, sampler={"name": "random", "seed": 0}, pruner={"name": "none"},
                            enqueue=[])
     study.setdefault("execution", {}).update(backend=backend, **({"group_matmul": matmul} if backend == "grouped"
@@ -62,10 +65,12 @@ def measure(path: Path, runs: Path, trials_per_gpu: int, gpus: str | None) -> di
         return {"study": name, "exit": code, "complete": 0}
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
     tokens = sum(t.user_attrs.get("train_tokens", 0) for t in done)
+    ledgers = [json.loads(p.read_text()) for p in sorted((runs / name / "workers").glob("group-*/ledger.json"))]
     return {"study": name, "exit": code, "complete": len(done), "span_s": round(span, 1),
             "tokens_per_s": round(tokens / span), "train_tokens": tokens,
             "median_trial_tokens_per_s": round(statistics.median(t.user_attrs.get("tokens_per_second", 0)
                                                                  for t in done)),
+            **({"group_ledgers": ledgers} if ledgers else {}),
             "eval_loss": {json.dumps(t.params, sort_keys=True): t.value for t in done}}
 
 
@@ -78,11 +83,12 @@ def main() -> int:
     parser.add_argument("--trials-per-gpu", type=int, default=16)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/throughput"))
     parser.add_argument("--gpus", help="as for sweep run (default: the CPU, or the only GPU)")
+    parser.add_argument("--samples", action="store_true", help="keep the study's samples (default: none)")
     args = parser.parse_args()
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for backend in args.backends.split(","):
-        path = study_copy(args.study.resolve(), backend, args.group_matmul, args.trials, args.runs_dir)
+        path = study_copy(args.study.resolve(), backend, args.group_matmul, args.trials, args.runs_dir, args.samples)
         results.append(measure(path, args.runs_dir, args.trials_per_gpu, args.gpus))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "eval_loss"}), flush=True)
     first = results[0].get("eval_loss", {})
