@@ -99,7 +99,7 @@ class GroupTrainer:
             ids, mask = stack([(b.input_ids, b.attention_mask) for b in batches], self.pad_id)
         targets = self._label_positions([b.labels for b in batches])
         self.model.train()
-        with self.routing.route(segments), self._autocast():
+        with self.routing.route(segments), self._attending_segments(segments), self._autocast():
             hidden = self._hidden(ids, mask)
             losses = [self._summed_loss(hidden, s, t) / max(1, b.items)  # TRL clamps an empty count to 1
                       for s, t, b in zip(segments, targets, batches, strict=True)]
@@ -119,7 +119,7 @@ class GroupTrainer:
             segments = _segments([m.slot for _, m in part], [ids.shape for ids, _, _ in batches])
             ids, mask = stack([(ids, mask) for ids, mask, _ in batches], self.pad_id)
             targets = self._label_positions([labels for _, _, labels in batches])
-            with self.routing.route(segments), self._autocast():
+            with self.routing.route(segments), self._attending_segments(segments), self._autocast():
                 hidden = self._hidden(ids, mask)
                 means = [self._summed_loss(hidden, s, t) / max(1, t.shape[1])
                          for s, t in zip(segments, targets, strict=True)]
@@ -152,6 +152,15 @@ class GroupTrainer:
         rows, cols, labels = targets
         logits = self.head(hidden[s.start:s.stop, :s.length][rows, cols]).float()
         return F.cross_entropy(logits, labels, reduction="sum")
+
+    def _attending_segments(self, segments: list[Segment]):
+        """``loop``: each member's attention at its own length (:mod:`trainer.group.segment_attention`), so its
+        gradients are those of its lone run bit for bit; ``bmm`` agrees to rounding and attends as one batch."""
+        if self.routing.matmul != "loop" or len(segments) < 2:
+            return nullcontext()
+        from trainer.group.segment_attention import attending_by_segment
+
+        return attending_by_segment(self.decoder.config, segments)
 
     def _autocast(self):
         if self.autocast is None:
