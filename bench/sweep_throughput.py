@@ -10,16 +10,20 @@ as a user would (``--trials-per-gpu``, ``--gpus``). Reported per backend: the sw
 (all trials' training tokens over the span from the first trial's start to the last one's end), the
 median trial's own tokens per second, the wall time, each configuration's eval loss beside the first
 backend's, and for a grouped run its worker's ledger (:mod:`trainer.group.ledger`: where its time
-went, the mean trials a step, how many trials' samples in how many batches).
+went, the mean trials a step, how many trials' samples in how many batches). With ``--alone``, each
+trial of a grouped run is trained again by itself (a group of one, the same matmul and CPU threads)
+and the report says how many eval losses are the same bit for bit, and the largest difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -74,6 +78,32 @@ def measure(path: Path, runs: Path, trials_per_gpu: int, gpus: str | None) -> di
             "eval_loss": {json.dumps(t.params, sort_keys=True): t.value for t in done}}
 
 
+def alone(runs: Path, name: str, matmul: str, trials_per_gpu: int) -> dict:
+    """Each complete trial of the grouped study ``name`` trained by itself; how many eval losses are the same."""
+    import optuna
+
+    from sweep.launch.trainer_process import cpu_threads_env
+    from sweep.study.storage import default_storage_url
+    from trainer.spec import TrialSpec
+
+    study = optuna.load_study(study_name=name, storage=default_storage_url(runs, name))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **cpu_threads_env(trials_per_gpu)}  # the group worker's threads
+    diffs = []
+    with tempfile.TemporaryDirectory(prefix="alone-") as scratch:
+        for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+            spec = TrialSpec.read(Path(trial.user_attrs["trial_dir"]) / "spec.json")
+            out = Path(scratch) / str(trial.number)
+            spec = spec.model_copy(update={"output_dir": str(out), "samples": spec.samples.model_copy(update={"count": 0})})
+            out.mkdir()
+            spec.write(out / "spec.json")
+            subprocess.run([sys.executable, "-m", "trainer.group", "--matmul", matmul, str(out / "spec.json")],
+                           cwd=ROOT, env=env, capture_output=True, check=True)
+            result = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()][-1]
+            diffs.append(abs(result["eval_loss"] - trial.value))
+    return {"trials": len(diffs), "same_bit_for_bit": sum(d == 0 for d in diffs),
+            "max_abs_eval_loss_diff": max(diffs, default=0.0)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "grid-smollm2.yaml")
@@ -84,12 +114,15 @@ def main() -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/throughput"))
     parser.add_argument("--gpus", help="as for sweep run (default: the CPU, or the only GPU)")
     parser.add_argument("--samples", action="store_true", help="keep the study's samples (default: none)")
+    parser.add_argument("--alone", action="store_true", help="train each trial of a grouped run alone and compare")
     args = parser.parse_args()
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for backend in args.backends.split(","):
         path = study_copy(args.study.resolve(), backend, args.group_matmul, args.trials, args.runs_dir, args.samples)
         results.append(measure(path, args.runs_dir, args.trials_per_gpu, args.gpus))
+        if args.alone and backend == "grouped" and results[-1]["complete"]:
+            results[-1]["alone"] = alone(args.runs_dir, results[-1]["study"], args.group_matmul, args.trials_per_gpu)
         print(json.dumps({k: v for k, v in results[-1].items() if k != "eval_loss"}), flush=True)
     first = results[0].get("eval_loss", {})
     for other in results[1:]:
