@@ -123,7 +123,12 @@ def answer_parked(parked: list[Parked], model, layers: dict, tokenizer, rows_of,
     model.eval()
     for members in together.values():
         spec = members[0].spec
-        prompts, samples = sample_prompts(spec, tokenizer, *rows_of(spec))
+        try:
+            prompts, samples = sample_prompts(spec, tokenizer, *rows_of(spec))
+        except Exception as error:  # the rows or the template: these members' own failure
+            for p in members:
+                p.error = error
+            continue
         size = spec.training.per_device_eval_batch_size
         per_call = max(1, SAMPLE_ROWS // min(size, len(prompts)))
         for first in range(0, len(members), per_call):

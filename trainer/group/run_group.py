@@ -78,13 +78,13 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
             raise single.BadInput(f"trial {spec.trial_number}: model section differs from trial {first.trial_number}'s; "
                            "a group shares one base")
     try:
-        group = open_group(first, sorted({t for spec in specs for t in spec.lora.target_modules}), matmul, attention)
+        group = open_group(first, sorted({t for spec in specs for t in spec.lora.target_modules}), matmul, attention,
+                           max_live)
     except Exception as error:  # no base, no group: every trial ends with the reason
         result = unopened_result(error)
         for folder in folders:
             end_unstarted(folder, result)
         return [folder.result for folder in folders]
-    group.max_live = max_live
     for folder in folders:
         group.offer(folder)
     while group.busy:
@@ -92,8 +92,10 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
     return [folder.result for folder in folders]
 
 
-def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", attention: str | None = None) -> GroupRun:
-    """Load ``first``'s base once and wrap ``targets`` (every module any member may adapt) for a group."""
+def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", attention: str | None = None,
+               max_live: int | None = None) -> GroupRun:
+    """Load ``first``'s base once and wrap ``targets`` (every module any member may adapt) for a group that trains
+    at most ``max_live`` trials at once (None: every trial offered)."""
     import torch
 
     from trainer.backends import load_model, torch_dtype
@@ -107,7 +109,8 @@ def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", atten
     model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
     dtype = torch_dtype(first.model, device)
     trainer = new_group_trainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
-    return GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began, model=first.model)
+    return GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began, model=first.model,
+                    max_live=max_live)
 
 
 def unopened_result(error: Exception) -> Result:

@@ -83,11 +83,10 @@ def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", atten
             folder = TrialFolder(TrialSpec.read(Path(request["spec"])), env=request.get("env", {}))
             if group is None:
                 try:
-                    group = open_group(folder.spec, targets, matmul, attention)
+                    group = open_group(folder.spec, targets, matmul, attention, max_live)
                 except Exception as error:  # no base: this trial ends with the reason; the next request tries again
                     end_unstarted(folder, unopened_result(error))
                     continue
-                group.max_live = max_live
             group.offer(folder)
             busy = True
         if group is not None and group.busy:

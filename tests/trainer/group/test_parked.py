@@ -146,3 +146,29 @@ def test_trials_wait_for_a_free_place_and_one_stopped_while_waiting_never_trains
     assert (ledger["steps"], ledger["mean_members"]) == (first["steps"] + second["steps"], 1.0)
     assert ledger["tokens"] == first["train_tokens"] + second["train_tokens"]
     assert all(ledger["seconds"][name] > 0 for name in ("train", "evaluate", "finish", "samples", "join"))
+
+
+def test_a_member_whose_samples_fail_fails_alone(data, tmp_path, monkeypatch):
+    """The batch fails (it holds the rank-16 member, whose answers raise): each member answers alone, the rank-4
+    one as it does by itself, the rank-16 one fails with the reason; neither takes the group down."""
+    import trainer.group.parked as parked
+
+    def failing(spec, model, tokenizer, prompts):
+        layer = next(iter(layers.values()))
+        if any(pair is not None and pair[0].shape[0] == 16 for pair in layer.blocks.pairs):
+            raise RuntimeError("injected: no answers for rank 16")
+        return answer(spec, model, tokenizer, prompts)
+
+    answer = parked.answer
+    monkeypatch.setattr(parked, "answer", failing)
+    specs = [spec_for(data, tmp_path / str(n), n, r, lr) for n, (r, lr) in enumerate([(4, 2e-2), (16, 5e-3)])]
+    group = open_group(specs[0], TARGETS[:2], "loop")
+    layers = group.trainer.layers
+    for spec in specs:
+        group.offer(TrialFolder(spec))
+    while group.busy:
+        group.advance()
+    [ok], [failed] = events(specs[0].out, "result"), events(specs[1].out, "result")
+    assert ok["status"] == "ok" and ok["samples"] == alone_samples(specs[0].out)
+    assert failed["status"] == "error" and "injected: no answers for rank 16" in failed["reason"]
+    assert (specs[1].out / "adapter").exists()  # its training and adapter were done; only its samples failed
