@@ -30,7 +30,8 @@ class Started(_Event):
 
 
 class Phase(_Event):
-    """A start-up phase finished (imports, model, lora, data, trainer, first_step); seconds since its start."""
+    """A phase finished (start-up: imports, model, lora, data, trainer, first_step; then trained, samples); seconds
+    since its start."""
 
     event: Literal["phase"] = "phase"
     name: str

@@ -151,6 +151,8 @@ def run(spec: TrialSpec, events: EventWriter, started: float, resident=None) -> 
         if callback.last_eval is None or callback.last_eval[0] != step:
             trainer.evaluate()
         kept = keep_adapter(spec, trainer.model, tokenizer, best, callback.last_eval)
+        if spec.samples.count:  # the live view says what the trial does after its last step
+            events.emit(Phase(name="trained", seconds=train_seconds))
         samples = generate_samples(spec, trainer.model, tokenizer, eval_rows, fmt, backend)
         result = Result(status="ok", eval_loss=callback.last_eval[1], adapter_path=str(spec.out.resolve() / ADAPTER_DIR),
                         adapter_step=kept[0], adapter_eval_loss=kept[1], samples=samples, chrf=chrf(samples), **base)

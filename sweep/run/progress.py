@@ -20,7 +20,7 @@ from sweep.schema.objectives import Objectives
 
 # what a trainer does after it reports the end of each start-up phase (trainer.events.Phase)
 NEXT_PHASE = {"imports": "loading model", "model": "reading data", "data": "attaching LoRA",
-              "lora": "building trainer", "trainer": "first step"}
+              "lora": "building trainer", "trainer": "first step", "trained": "answering samples"}
 
 
 @dataclass
@@ -35,9 +35,11 @@ class _Running:
     phase: str = "starting"
 
     def where(self) -> str:
-        """The step, or before the first one what the trainer is doing and for how long."""
+        """The step, before the first one what the trainer is doing and for how long, after training what it does."""
         if self.phase == "training":
             return f"{self.step}/{self.total or '?'}"
+        if self.step:
+            return f"{self.step}/{self.total or '?'} {self.phase}"
         return f"{self.phase}... {time.time() - self.started:.0f}s"
 
     def eta(self) -> str:

@@ -31,6 +31,9 @@ def test_the_view_shows_the_study_bar_loading_trials_and_their_loss():
     view.trial_phase(3, "trainer")
     assert re.search(r"^3 +first step\.\.\. \d+s", shown(view), re.M)
     view.trial_step(3, 2, 8, loss=3.25)
+    view.trial_step(4, 8, 8, loss=2.75)
+    view.trial_phase(4, "trained")  # its last step done: its samples are being answered
+    assert re.search(r"^4 +8/8 answering samples +2\.7500", shown(view), re.M)
     view.trial_finished(4, "PRUNED", None)
     text = shown(view)
     assert re.search(r"2/4 trials elapsed \d+s ETA \d+s", text), text  # one trial of this run: a pace

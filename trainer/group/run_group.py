@@ -329,6 +329,8 @@ class GroupRun:
             self._leave(member, single._failure(error))
             return
         lora = spec.lora
+        if spec.samples.count:  # the live view says what the trial waits for after its last step
+            folder.events.emit(Phase(name="trained", seconds=result.train_seconds))
         self._leave(member, parked=Parked(folder, result, copied, lora_scaling(lora.r, lora.lora_alpha, lora.use_rslora)))
 
     def _answer_parked(self) -> None:

@@ -141,6 +141,7 @@ def test_trials_wait_for_a_free_place_and_one_stopped_while_waiting_never_trains
     assert "group=1" in events(specs[1].out, "setup")[0]["notes"] and "slot=0" in events(specs[1].out, "setup")[0]["notes"]
     for spec in specs[:2]:
         assert events(spec.out, "result")[0]["samples"] == alone_samples(spec.out)
+        assert [e["name"] for e in events(spec.out, "phase")][-2:] == ["trained", "samples"]
     ledger = json.loads((tmp_path / LEDGER_FILE).read_text())
     assert (ledger["sampled"], ledger["sample_batches"]) == (2, 2)
     assert (ledger["steps"], ledger["mean_members"]) == (first["steps"] + second["steps"], 1.0)
