@@ -58,8 +58,9 @@ def run_study(args) -> int:
     check_data(study)
     check_trackers(study)
     execution, search = study.config.execution, study.config.search
+    grouped = execution.backend == "grouped"
     capacity = plan_capacity(args.gpus, args.trials_per_gpu, lambda: estimate_trial_gib(study),
-                             grouped=execution.backend == "grouped")  # trials training at once on each device
+                             grouped=grouped)  # trials training at once on each device
     folder = study_dir(args.runs_dir, study.name)
     url = storage_url(args, study)
     if args.fresh:
@@ -115,7 +116,6 @@ def run_study(args) -> int:
     stopping = threading.Event()
     with ProgressView(study.name, search.n_trials, counts, _best_value(optuna_study, objectives),
                       objectives=objectives) as progress:
-        grouped = execution.backend == "grouped"
         pool = SlotPool(handed_over(capacity) if grouped else capacity, stopping)  # a group's next trials wait in it
         objective = Objective(study, folder, progress, pool, stopping, ident, at_once=capacity)
         loop = TrialLoop(optuna_study, objective, gate, n_trials=search.n_trials, threads=pool.size,

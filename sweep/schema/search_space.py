@@ -224,4 +224,3 @@ def _section_params() -> dict[str, str]:
 
 # searchable settings of the lora:/training: sections, in the order a trial samples them
 SECTION_PARAMS = _section_params()
-

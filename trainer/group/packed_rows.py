@@ -25,10 +25,11 @@ waits on the GPU to find the packed rows.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+from trainer.group.attention_swap import attending_with
 
 ATTENTION = "group_packed"
 
@@ -136,23 +137,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     return flat.view(count, length, heads, dim), None
 
 
-def _register() -> None:
-    from transformers import AttentionInterface
-
-    if ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION, packed_attention)
-
-
-@contextmanager
 def attending_packed(config, layout: PackedLayout):
     """Within it, ``config``'s model attends as :func:`packed_attention` over ``layout`` (the backward too:
     activation checkpointing runs the layers again in it)."""
-    _register()
-    before = config._attn_implementation
-    config._attn_implementation = ATTENTION
-    _active.append(layout)
-    try:
-        yield
-    finally:
-        _active.pop()
-        config._attn_implementation = before
+    return attending_with(config, ATTENTION, packed_attention, layout, _active)

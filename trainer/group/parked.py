@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from trainer.events import Result
+from trainer.group.stacked_lora import blocks_update
 from trainer.samples import answer, sample_prompts
 
 SAMPLE_ROWS = 512  # rows of one generate call at most (prompts of several members): memory for the KV cache
@@ -59,7 +60,7 @@ class LayerBlocks:
 
     def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor] | None], scalings: list[float], exact: bool,
                  in_features: int, out_features: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.pairs, self.scalings, self.exact, self.count = pairs, scalings, exact, len(pairs)
+        self.pairs, self.scalings, self.exact, self.count, self.dtype = pairs, scalings, exact, len(pairs), dtype
         if not exact:  # [K, r, in] and [K, out, r] at the largest rank, B already scaled (as LayerStack.forward)
             rank = max((a.shape[0] for a, _ in filter(None, pairs)), default=1)
             self.a = torch.zeros(self.count, rank, in_features, dtype=dtype, device=device)
@@ -74,21 +75,15 @@ class LayerBlocks:
         if x.shape[0] % self.count:
             raise ValueError(f"{x.shape[0]} rows are not {self.count} equal blocks, one per parked member")
         if not self.exact:
-            a, b = self.a, self.b
-            xs, base = x.reshape(self.count, -1, x.shape[-1]), result.reshape(self.count, -1, result.shape[-1])
-            if not torch.is_autocast_enabled(x.device.type) and x.dtype != a.dtype:
-                xs, base = xs.to(a.dtype), base.to(a.dtype)
-            return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(result.shape) \
-                .to(result.dtype)
+            return blocks_update(x, result, self.a, self.b)
         deltas, autocast = [], torch.is_autocast_enabled(x.device.type)
         for xk, pair, scaling in zip(x.chunk(self.count), self.pairs, self.scalings, strict=True):
             if pair is None:  # a layer this member does not adapt: its rows get the base alone
-                deltas.append(result.new_zeros(*xk.shape[:-1], result.shape[-1]))
+                deltas.append(result.new_zeros(*xk.shape[:-1], result.shape[-1], dtype=self.dtype))
                 continue
             a, b = pair
             deltas.append(F.linear(F.linear(xk if autocast else xk.to(a.dtype), a), b) * scaling)  # as PEFT
-        dtype = deltas[0].dtype if all(d.dtype == deltas[0].dtype for d in deltas) else result.dtype
-        return (result + torch.cat([d.to(dtype) for d in deltas])).to(result.dtype)
+        return (result + torch.cat(deltas)).to(result.dtype)
 
 
 @contextmanager
@@ -135,13 +130,13 @@ def answer_parked(parked: list[Parked], model, layers: dict, tokenizer, rows_of,
             part = members[first:first + per_call]
             try:
                 answers = [[] for _ in part]
-                for start in range(0, len(prompts), size):
-                    block = prompts[start:start + size]
-                    with parked_adapters(layers, part, exact):
+                with parked_adapters(layers, part, exact):
+                    for start in range(0, len(prompts), size):
+                        block = prompts[start:start + size]
                         out = answer(spec, model, tokenizer, block * len(part))  # member-major rows
-                    batches += 1
-                    for k in range(len(part)):
-                        answers[k] += out[k * len(block):(k + 1) * len(block)]
+                        batches += 1
+                        for k in range(len(part)):
+                            answers[k] += out[k * len(block):(k + 1) * len(block)]
             except Exception as error:  # the batch failed: each member alone, so one member's failure is its own
                 if len(part) == 1:
                     part[0].error = error

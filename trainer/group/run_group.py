@@ -348,9 +348,7 @@ class GroupRun:
                 result = single._failure(p.error)
             else:
                 result = p.result.model_copy(update={"samples": p.samples, "chrf": chrf(p.samples)})
-            if result.status == "ok":  # finished: nothing will resume its checkpoints
-                checkpoints.drop(p.spec)
-            p.folder.close(result)
+            _close(p.folder, result)
 
     def _result(self, member, status: str, **fields) -> Result:
         log_progress([member])  # its mean train loss counts every step
@@ -371,10 +369,15 @@ class GroupRun:
         folder = self.live.pop(member)
         if parked is not None:
             self.parked.append(parked)
-            return
-        if result.status in ("ok", "stopped"):  # finished: nothing will resume its checkpoints
-            checkpoints.drop(folder.spec)
-        folder.close(result)
+        else:
+            _close(folder, result)
+
+
+def _close(folder: TrialFolder, result: Result) -> None:
+    """Write ``result`` and release the folder; a finished trial's checkpoints go (nothing will resume them)."""
+    if result.status in ("ok", "stopped"):
+        checkpoints.drop(folder.spec)
+    folder.close(result)
 
 
 def end_unstarted(folder: TrialFolder, result: Result) -> None:

@@ -15,10 +15,11 @@ forward and backward, has exactly the shapes of its lone run.
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 
 import torch
 from torch.nn import functional as F
+
+from trainer.group.attention_swap import attending_with
 
 ATTENTION = "group_segments"
 _active: list[tuple] = []  # (segments, the model's own attention function, its name), innermost last
@@ -53,30 +54,17 @@ def segment_mask(*args, **kwargs):
     return ALL_MASK_ATTENTION_FUNCTIONS[_active[-1][2]](*args, **kwargs)
 
 
-@contextmanager
 def attending_by_segment(config, segments):
     """Within it, the model of ``config`` attends with :func:`segment_attention` over ``segments``
     (:class:`trainer.group.multi_lora.Segment`), each with the attention the config names."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    if ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION, segment_attention)
-        AttentionMaskInterface.register(ATTENTION, segment_mask)
-    before = config._attn_implementation
-    if before == "eager":  # each model module has its own eager attention
-        module = sys.modules[_model_module(config)]
-        inner = module.eager_attention_forward
+    own = config._attn_implementation
+    if own == "eager":  # each model module has its own eager attention
+        inner = sys.modules[_model_module(config)].eager_attention_forward
     else:
-        inner = ALL_ATTENTION_FUNCTIONS[before]
-    config._attn_implementation = ATTENTION
-    _active.append((tuple(segments), inner, before))
-    try:
-        yield
-    finally:
-        _active.pop()
-        config._attn_implementation = before
+        inner = ALL_ATTENTION_FUNCTIONS[own]
+    return attending_with(config, ATTENTION, segment_attention, (tuple(segments), inner, own), _active, segment_mask)
 
 
 def _model_module(config) -> str:

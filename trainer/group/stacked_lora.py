@@ -53,12 +53,17 @@ class LayerStack:
         if rows.index is not None:
             a, b = a.index_select(0, rows.index), b.index_select(0, rows.index)
         # the scaling goes onto B (out x r per slot) rather than onto the output (rows x out per slot)
-        b = b * rows.scale
-        shape = result.shape
-        xs, base = x.reshape(rows.count, -1, x.shape[-1]), result.reshape(rows.count, -1, shape[-1])
-        if not torch.is_autocast_enabled(x.device.type) and x.dtype != a.dtype:
-            xs, base = xs.to(a.dtype), base.to(a.dtype)
-        return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(shape).to(result.dtype)
+        return blocks_update(x, result, a, b * rows.scale)
+
+
+def blocks_update(x: torch.Tensor, result: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``result`` plus, for each of the ``len(a)`` equal blocks of rows, ``x_k @ a[k]^T @ b[k]^T`` (``b`` scaled):
+    two batched matmuls whatever the number of blocks."""
+    count, shape = len(a), result.shape
+    xs, base = x.reshape(count, -1, x.shape[-1]), result.reshape(count, -1, shape[-1])
+    if not torch.is_autocast_enabled(x.device.type) and x.dtype != a.dtype:
+        xs, base = xs.to(a.dtype), base.to(a.dtype)
+    return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(shape).to(result.dtype)
 
 
 class SlotStack:
@@ -74,7 +79,6 @@ class SlotStack:
         self.layers, self.device, self.dtype = layers, device, dtype
         self.capacity = self.rank = 0
         self.ranks: dict[int, int] = {}
-        self.scalings: dict[int, float] = {}
         self.adapted: dict[int, list[str]] = {}
         self.steps: list[int] = []
         empty = torch.zeros(0, 0, device=device, dtype=dtype)
@@ -137,7 +141,7 @@ class SlotStack:
                 a[slot, :r].copy_(weights[name][0])
                 b[slot, :, :r].copy_(weights[name][1])
         self.scale[slot] = scaling
-        self.ranks[slot], self.scalings[slot], self.adapted[slot] = r, scaling, list(weights)
+        self.ranks[slot], self.adapted[slot] = r, list(weights)
 
     @torch.no_grad()
     def clear(self, slot: int) -> None:
@@ -149,7 +153,7 @@ class SlotStack:
         self.scale[slot] = 0.0
         self.window_loss[slot] = 0.0
         self.steps[slot] = 0
-        for known in (self.ranks, self.scalings, self.adapted):
+        for known in (self.ranks, self.adapted):
             known.pop(slot, None)
 
     def slot_views(self, flat: torch.Tensor, slot: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
