@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,13 +53,18 @@ def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Pat
     return path
 
 
-def measure(path: Path, runs: Path, trials_per_gpu: int, gpus: str | None) -> dict:
+def measure(path: Path, runs: Path, trials_per_gpu: int, gpus: str | None, stop_after: float | None = None) -> dict:
     import optuna
 
     from sweep.study.storage import default_storage_url
 
-    code = subprocess.call([sys.executable, "-m", "sweep", "run", "--study", str(path), "--runs-dir", str(runs),
-                            "--trials-per-gpu", str(trials_per_gpu), *(["--gpus", gpus] if gpus else [])], cwd=ROOT)
+    sweep = subprocess.Popen([sys.executable, "-m", "sweep", "run", "--study", str(path), "--runs-dir", str(runs),
+                              "--trials-per-gpu", str(trials_per_gpu), *(["--gpus", gpus] if gpus else [])], cwd=ROOT)
+    try:
+        code = sweep.wait(timeout=stop_after)
+    except subprocess.TimeoutExpired:  # Ctrl-C, as a user stops a sweep: the finished trials are measured
+        sweep.send_signal(signal.SIGINT)
+        code = sweep.wait()
     name = yaml.safe_load(path.read_text())["name"]
     if code == 2:  # refused before the study existed
         return {"study": name, "exit": code, "complete": 0}
@@ -115,12 +121,14 @@ def main() -> int:
     parser.add_argument("--gpus", help="as for sweep run (default: the CPU, or the only GPU)")
     parser.add_argument("--samples", action="store_true", help="keep the study's samples (default: none)")
     parser.add_argument("--alone", action="store_true", help="train each trial of a grouped run alone and compare")
+    parser.add_argument("--stop-after", type=float, metavar="SECONDS",
+                        help="stop each sweep with Ctrl-C after this long and measure the trials it finished")
     args = parser.parse_args()
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for backend in args.backends.split(","):
         path = study_copy(args.study.resolve(), backend, args.group_matmul, args.trials, args.runs_dir, args.samples)
-        results.append(measure(path, args.runs_dir, args.trials_per_gpu, args.gpus))
+        results.append(measure(path, args.runs_dir, args.trials_per_gpu, args.gpus, args.stop_after))
         if args.alone and backend == "grouped" and results[-1]["complete"]:
             results[-1]["alone"] = alone(args.runs_dir, results[-1]["study"], args.group_matmul, args.trials_per_gpu)
         print(json.dumps({k: v for k, v in results[-1].items() if k != "eval_loss"}), flush=True)

@@ -41,9 +41,9 @@ def snapshot(member: Member, weights: dict) -> dict:
     """Everything a checkpoint of ``member`` holds, copied to the CPU (training may go on while it is written)."""
     generator = member.generator.get_state() if member.generator is not None else None
     state = {"global_step": member.step, "train_batch_size": member.spec.training.per_device_train_batch_size,
-             "epoch": member.epoch, "evals": member.evals, "losses": member.losses,
+             "epoch": member.epoch, "evals": list(member.evals), "losses": list(member.losses),
              "train_tokens": member.train_tokens}
-    return {"spec": member.spec, "step": member.step, "state": json.dumps(state) + "\n",
+    return {"spec": member.spec, "step": member.step, "state": state,
             "weights": {name: (_copy(a), _copy(b)) for name, (a, b) in weights.items()},
             "states": {"optimizer": _cpu(member.optimizer.state_dict()),
                        "scheduler": copy.deepcopy(member.scheduler.state_dict()), "generator": generator}}
@@ -57,7 +57,7 @@ def write_snapshot(saved: dict, base_name: str) -> Path:
     checkpoints.claim(spec)
     write_adapter(spec, saved["weights"], base_name, folder)
     torch.save(saved["states"], folder / OPTIMIZER_FILE)
-    (folder / STATE_FILE).write_text(saved["state"])
+    (folder / STATE_FILE).write_text(json.dumps(saved["state"]) + "\n")
     for old in folder.parent.glob("checkpoint-*"):
         if old != folder:
             shutil.rmtree(old, ignore_errors=True)
@@ -80,9 +80,13 @@ class CheckpointWriter:
         threading.Thread(target=self._write, name="checkpoints", daemon=True).start()
 
     def save(self, member: Member, weights: dict, base_name: str) -> None:
-        saved = snapshot(member, weights)
+        self.put(snapshot(member, weights), base_name)
+
+    def put(self, saved: dict, base_name: str) -> None:
+        """Write a :func:`snapshot` taken earlier (its evaluations completed since: ``saved["state"]["evals"]``)."""
+        out = saved["spec"].out
         with self._done:
-            self._pending[member.spec.out] = self._pending.get(member.spec.out, 0) + 1
+            self._pending[out] = self._pending.get(out, 0) + 1
         self._jobs.put((saved, base_name))
 
     def settle(self, out: Path | None = None) -> None:

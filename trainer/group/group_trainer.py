@@ -35,6 +35,8 @@ class GroupTrainer:
     precision on a GPU, or None.
     """
 
+    holds_adapters = False  # whether it can evaluate members later as they were (hold, evaluate_held, release)
+
     def __init__(self, model, pad_id: int, targets: list[str], matmul: str = "loop",
                  autocast: torch.dtype | None = None) -> None:
         changed = [name for name in LOGIT_CHANGES if getattr(model.config, name, None) not in (None, 1, 1.0)]

@@ -13,19 +13,21 @@ All specs must share the ``model`` section (one base).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import trainer.run_trial as single
 from trainer import checkpoints
 from trainer.events import EventWriter, Phase, Result, Setup, Started
 from trainer.group.batches import TrainOrder, eval_batches
-from trainer.group.checkpoint import CheckpointWriter, find_checkpoint, restore_checkpoint
+from trainer.group.checkpoint import CheckpointWriter, find_checkpoint, restore_checkpoint, snapshot
 from trainer.group.ledger import Ledger
-from trainer.group.member import log_progress, stage_logs
+from trainer.group.member import Member, log_progress, stage_logs
 from trainer.group.parked import Parked, answer_parked
 from trainer.samples import chrf
 from trainer.spec import TrialSpec
@@ -33,6 +35,19 @@ from trainer.trial_data import encode, load_rows
 from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE, STOP_FILE
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
+HOLD_STEPS = 8  # group steps a held evaluation waits at most (its trial's pruner hears of it that much later)
+
+
+@dataclass(eq=False)
+class HeldEvaluation:
+    """A member's evaluation at ``step``, its adapter then held in the trainer's ``row``, evaluated later; the
+    checkpoint taken at that step, written once the evaluation is recorded; ``since``: the group's step count."""
+
+    member: Member
+    step: int
+    row: int
+    checkpoint: dict | None
+    since: int
 
 
 class TrialFolder:
@@ -133,6 +148,12 @@ class GroupRun:
     members train a step, and the parked members' samples are generated, all in one batch, once the group has
     a free place that no waiting trial takes (the results they hold back would bring the next trials), nothing
     is left to train, or one of them is asked to stop.
+
+    Where the trainer can hold adapters (``stacked``) and ``max_live`` is at least 5, a member's evaluation
+    waits, its adapter copied as it was at its eval point, until a quarter of ``max_live`` are held,
+    the oldest has waited ``HOLD_STEPS`` steps, or one of them ends or is asked to stop; then all
+    held are evaluated in as few forwards as the lone evaluation of one (a launch-bound forward on
+    a GPU). Each loss is its eval point's, and its checkpoint is written once its loss is recorded.
     """
 
     def __init__(self, trainer, tokenizer, device: str, matmul: str, loaded: float, model=None,
@@ -140,6 +161,9 @@ class GroupRun:
         self.trainer, self.tokenizer, self.device, self.matmul, self.loaded = trainer, tokenizer, device, matmul, loaded
         self.model = model  # the model section every member must share
         self.max_live = max_live
+        self.hold_at_most = math.ceil(max_live / 4) if max_live and trainer.holds_adapters else 1
+        self.held: list[HeldEvaluation] = []
+        self.steps = 0
         self.live: dict = {}
         self.waiting: deque[TrialFolder] = deque()
         self.parked: list[Parked] = []
@@ -246,11 +270,19 @@ class GroupRun:
         """One group step: forward and backward, each member's optimizer step, evaluations, departures."""
         with self.ledger.timing("train"):
             done = self._train()
+        self.steps += 1
         evaluated = [m for m in done if m in self.live and m.eval_due]
         with self.ledger.timing("evaluate"):
-            self._evaluate(evaluated)
-            for member in [m for m in evaluated if m in self.live and not m.finished]:
-                self._checkpoint(member)
+            if self.hold_at_most > 1:
+                self._hold(evaluated)
+                if self.held and (len(self.held) >= self.hold_at_most or self.steps - self.held[0].since >= HOLD_STEPS
+                                  or any(h.member in done and (h.member.finished or h.member.stop_requested)
+                                         for h in self.held)):  # who leaves now leaves with its evaluations
+                    self._evaluate_held()
+            else:
+                self._evaluate(evaluated)
+                for member in [m for m in evaluated if m in self.live and not m.finished]:
+                    self._checkpoint(member)
         failed = self.checkpoints.failed()
         for member in [m for m in self.live if m.spec.out in failed]:
             self._leave(member, single._failure(failed[member.spec.out]))
@@ -299,6 +331,45 @@ class GroupRun:
             traceback.print_exc()
             for member in members:
                 self._leave(member, single._failure(error))
+        self.ledger.count(evaluations=len(members), evaluation_batches=1)
+
+    def _hold(self, members: list) -> None:
+        """Hold each member's adapter (and take its checkpoint, unless it ends now) for :meth:`_evaluate_held`."""
+        for member in members:
+            try:
+                row = self.trainer.hold(member)
+                saved = None if member.finished else snapshot(member, self.trainer.adapter_weights(member))
+            except Exception as error:
+                traceback.print_exc()
+                self._leave(member, single._failure(error))
+                continue
+            self.held.append(HeldEvaluation(member, member.step, row, saved, self.steps))
+
+    def _evaluate_held(self, member: Member | None = None) -> None:
+        """Every held evaluation (``member``'s: those of a member leaving now) at once; each recorded at its own
+        step, then its checkpoint written."""
+        held = [h for h in self.held if member in (None, h.member)]
+        self.held = [h for h in self.held if h not in held]
+        if not held:
+            return
+        try:
+            values = self.trainer.evaluate_held([(h.row, h.member.eval_data) for h in held])
+        except Exception as error:
+            traceback.print_exc()
+            if member is None:  # a member leaving now leaves for its own reason
+                for failed in dict.fromkeys(h.member for h in held):
+                    if failed in self.live:
+                        self._leave(failed, single._failure(error))
+            return
+        finally:
+            for h in held:
+                self.trainer.release(h.row)
+        self.ledger.count(evaluations=len(held), evaluation_batches=1)
+        for h, value in zip(held, values, strict=True):
+            h.member.record_eval(value, step=h.step)
+            if h.checkpoint is not None:
+                h.checkpoint["state"]["evals"] = [e for e in h.member.evals if e[0] <= h.step]
+                self.checkpoints.put(h.checkpoint, self.trainer.model.name_or_path)
 
     def _checkpoint(self, member) -> None:
         """At an eval point before the end (as the Trainer saves with eval_points), written while the group trains
@@ -364,6 +435,7 @@ class GroupRun:
             log_progress([member])
         except Exception:  # a failed step's losses may not be readable; the result says why it ended
             traceback.print_exc()
+        self._evaluate_held(member)  # its evaluations held so far are recorded (a failed member's too), as at once
         self.checkpoints.settle(member.spec.out)  # its result is written once its checkpoints are
         self.trainer.remove(member)
         folder = self.live.pop(member)

@@ -66,6 +66,15 @@ def blocks_update(x: torch.Tensor, result: torch.Tensor, a: torch.Tensor, b: tor
     return torch.baddbmm(base, torch.bmm(xs, a.transpose(1, 2)), b.transpose(1, 2)).view(shape).to(result.dtype)
 
 
+@torch.no_grad()
+def copy_ranks(stack: SlotStack, new: torch.Tensor, rank: int, old: torch.Tensor, old_rank: int) -> None:
+    """Copy the rows of flat ``old`` (every layer at ``old_rank``) into the first rows of flat ``new`` (at ``rank``,
+    not smaller), each layer's A and B into the top-left of its own."""
+    for (a, b), (a_old, b_old) in zip(stack.views(new, rank), stack.views(old, old_rank), strict=True):
+        a[:len(old), :old_rank].copy_(a_old)
+        b[:len(old), :, :old_rank].copy_(b_old)
+
+
 class SlotStack:
     """The stacked adapters of a group's layers, their gradients and AdamW moments, slot by slot.
 
@@ -112,12 +121,10 @@ class SlotStack:
         capacity, rank = max(capacity, self.capacity), max(rank, self.rank)
         if (capacity, rank) == (self.capacity, self.rank):
             return
-        old_rank, grown = self.rank, []
+        grown = []
         for old in self.buffers:
             new = torch.zeros(capacity, self.width(rank), device=self.device, dtype=self.dtype)
-            for (a, b), (a_old, b_old) in zip(self.views(new, rank), self.views(old, old_rank), strict=True):
-                a[:self.capacity, :old_rank].copy_(a_old)
-                b[:self.capacity, :, :old_rank].copy_(b_old)
+            copy_ranks(self, new, rank, old, self.rank)
             grown.append(new)
         self.weights, self.grads, self.exp_avg, self.exp_avg_sq = grown
         self.scale = F.pad(self.scale, (0, capacity - self.capacity))

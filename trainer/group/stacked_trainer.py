@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from trainer.group.batches import IGNORE, TrainOrder
 from trainer.group.chunked_loss import chunked_token_loss
 from trainer.group.group_trainer import HOST_INPUTS, GroupTrainer, to_device
+from trainer.group.held_adapters import HeldAdapters
 from trainer.group.member import Member, WindowLoss
 from trainer.group.multi_lora import lora_scaling, peft_init
 from trainer.group.packed_rows import PackedLayout, attending_packed, pack
@@ -52,6 +53,8 @@ class StackedGroupTrainer(GroupTrainer):
     else each row is padded to the step's longest row.
     """
 
+    holds_adapters = True
+
     def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
                  length_multiple: int = 1, compile_mode: str | None = None,
                  activation_checkpointing: bool = False, loss_chunk: int | None = None,
@@ -71,6 +74,7 @@ class StackedGroupTrainer(GroupTrainer):
         if self.compiled:
             self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
         self._indices: dict[tuple[int, ...], torch.Tensor] = {}
+        self.held = HeldAdapters(self.stack)
 
     def add(self, spec: TrialSpec, order: TrainOrder, eval_data: list, events, started: float, faults=()) -> Member:
         """A new member with PEFT's initial adapter for its seed, in the first free slot of the stack."""
@@ -126,13 +130,29 @@ class StackedGroupTrainer(GroupTrainer):
         return [(m, b, WindowLoss(summed, m.slot) if b.last else None)
                 for m, b in zip(members, batches, strict=True)]
 
-    @torch.no_grad()
     def evaluate(self, members: list[Member]) -> list[float]:
         """Eval loss of each of ``members`` (each batch's token mean, weighted by its rows): every eval batch of
         every member stacked in as few forwards as ``EVAL_TOKENS`` allows (a member's batches go through its
         own adapter, each as a block of its own)."""
-        sums, rows = [0.0] * len(members), [0] * len(members)
-        parts = sorted([(m.slot, k, batch) for k, m in enumerate(members) for batch in m.eval_data],
+        return self._evaluate([(m.slot, m.eval_data) for m in members], self.stack.scale)
+
+    def hold(self, member: Member) -> int:
+        """Copy ``member``'s adapter as it is now (at its eval point) for :meth:`evaluate_held`; the held row."""
+        return self.held.hold(member.slot)
+
+    def release(self, row: int) -> None:
+        self.held.release(row)
+
+    def evaluate_held(self, held: list[tuple[int, list]]) -> list[float]:
+        """Eval loss of each ``(held row, eval batches)`` as :meth:`evaluate` gives it for the adapter when held."""
+        with self.held.reading():
+            return self._evaluate(held, self.held.scale)
+
+    @torch.no_grad()
+    def _evaluate(self, evaluands: list[tuple[int, list]], scale: torch.Tensor) -> list[float]:
+        """Eval loss of each ``(row of the stack, eval batches)``; ``scale``: the LoRA scalings of the stack's rows."""
+        sums, rows = [0.0] * len(evaluands), [0] * len(evaluands)
+        parts = sorted([(row, k, batch) for k, (row, data) in enumerate(evaluands) for batch in data],
                        key=lambda part: part[0])  # stable: each member's batches keep their order
         self.model.eval()
         for chunk in _token_chunks(parts, EVAL_TOKENS):
@@ -140,7 +160,7 @@ class StackedGroupTrainer(GroupTrainer):
             with torch.profiler.record_function(HOST_INPUTS):
                 counts = [int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in batches]
                 ids, mask, targets, layout = self._inputs(batches, counts)
-            with self.routing.stack(self._rows([slot for slot, _, _ in chunk])), self._attending(layout), \
+            with self.routing.stack(self._rows([row for row, _, _ in chunk], scale)), self._attending(layout), \
                     self._autocast():
                 means = self._losses(ids, mask, targets, len(chunk)).tolist()
             for (_, k, (ids_k, _, _)), mean in zip(chunk, means, strict=True):
@@ -219,10 +239,11 @@ class StackedGroupTrainer(GroupTrainer):
         # (index_add's atomic adds on a GPU land in any order)
         return token.new_zeros(count, most).index_put((member, place), token).sum(1) / divisors.clamp(min=1)
 
-    def _rows(self, slots: list[int]) -> StackedRows:
-        """The layout of a batch stacked in ``slots``' order (already sorted)."""
-        scale = self.stack.scale
-        if slots == list(range(self.stack.capacity)):
+    def _rows(self, slots: list[int], scale: torch.Tensor | None = None) -> StackedRows:
+        """The layout of a batch stacked in ``slots``' order (already sorted); ``scale``: the scalings of the rows
+        that ``slots`` index (default: the stack's slots)."""
+        scale = self.stack.scale if scale is None else scale
+        if slots == list(range(len(scale))):
             return StackedRows(len(slots), None, scale.view(-1, 1, 1))
         key = tuple(slots)
         if key not in self._indices:

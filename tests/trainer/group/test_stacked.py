@@ -160,3 +160,75 @@ def test_a_killed_stacked_group_resumes_each_trial_from_its_checkpoint(data, tmp
             torch.testing.assert_close(ours[key], weight, rtol=0, atol=WEIGHTS_TOLERANCE * weight.abs().max().item())
         [result], [expected] = events(folder, "result"), events(whole, "result")
         assert result["eval_loss"] == pytest.approx(expected["eval_loss"], rel=LOSS_TOLERANCE)
+
+
+def _group(specs, max_live):
+    """The specs through one stacked group; the group (its ledger) after every trial ended."""
+    from trainer.group.run_group import TrialFolder, open_group
+
+    group = open_group(specs[0], sorted({t for s in specs for t in s.lora.target_modules}), "stacked",
+                       max_live=max_live)
+    for spec in specs:
+        group.offer(TrialFolder(spec))
+    while group.busy:
+        group.advance()
+    return group
+
+
+def test_held_evaluations_are_each_trial_s_own_at_its_eval_points(data, tmp_path, monkeypatch):
+    """With eight places a stacked group holds its members' adapters at their eval points and evaluates two at
+    a time: the same eval steps and losses as evaluating each at once, the same adapters bit for bit (holding
+    leaves training alone), and a member that fails with an evaluation held fails alone, that evaluation recorded."""
+    monkeypatch.setenv("SWEEP_TEST_FAULT", "crash@5:trial=5")  # trial 5 (trial 1's settings) has step 4 held
+    runs = {}
+    for name, max_live in (("at_once", None), ("held", 8)):
+        specs = [spec_for(data, tmp_path / name / str(n), n, trial=n if n < 5 else 1) for n in (0, 1, 2, 5)]
+        group = _group(specs, max_live)
+        assert [(s.out.name, group.hold_at_most) for s in specs][0] == ("0", 1 if max_live is None else 2)
+        runs[name] = group.ledger.counts
+    assert runs["at_once"]["evaluations"] == runs["held"]["evaluations"] == 3 * 4 + 2
+    assert runs["held"]["evaluation_batches"] < runs["at_once"]["evaluation_batches"]
+    for number in (0, 1, 2):
+        held, at_once = tmp_path / "held" / str(number), tmp_path / "at_once" / str(number)
+        ours, theirs = adapter(held), adapter(at_once)
+        assert all(torch.equal(ours[key], weight) for key, weight in theirs.items())
+        mine, theirs = events(held, "eval"), events(at_once, "eval")
+        assert [e["step"] for e in mine] == [e["step"] for e in theirs]
+        assert [e["eval_loss"] for e in mine] == pytest.approx([e["eval_loss"] for e in theirs], rel=1e-6)
+    [failed] = events(tmp_path / "held" / "5", "result")
+    assert failed["status"] == "error" and "injected crash" in failed["reason"]
+    assert [e["step"] for e in events(tmp_path / "held" / "5", "eval")] == [2, 4]  # its held one recorded as it fails
+
+
+def test_a_killed_group_with_held_evaluations_resumes_where_its_checkpoints_say(data, tmp_path):
+    """Killed with evaluations held, each trial resumes from a checkpoint whose evaluations reach its own step
+    (a checkpoint is written once its eval point's loss is), and ends as the uninterrupted group ends it."""
+    paths = []
+    for number in (0, 1, 2):
+        spec = spec_for(data, tmp_path / str(number), number)
+        spec.out.mkdir()
+        spec.write(tmp_path / f"{number}.json")
+        paths.append(str(tmp_path / f"{number}.json"))
+
+    def group(fault: str = "") -> subprocess.CompletedProcess:
+        return run_module("trainer.group", "--matmul", "stacked", "--max-live", "8", *paths, SWEEP_TEST_FAULT=fault)
+
+    killed = group("kill@7:trial=0")
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    done = group()
+    assert done.returncode == 0, done.stdout + done.stderr
+    whole = _group([spec_for(data, tmp_path / "whole" / str(n), n) for n in (0, 1, 2)], 8)
+    assert whole.hold_at_most == 2
+    resumed = []
+    for number in (0, 1, 2):
+        folder = tmp_path / str(number)
+        step = events(folder, "setup")[1]["resumed_from_step"]
+        restored = [e["step"] for e in events(folder, "eval") if e.get("restored")]
+        assert step == 0 or restored[-1] == step, (number, step, restored)
+        resumed.append(step)
+        ours, theirs = adapter(folder), adapter(tmp_path / "whole" / str(number))
+        for key, weight in theirs.items():
+            torch.testing.assert_close(ours[key], weight, rtol=0, atol=WEIGHTS_TOLERANCE * weight.abs().max().item())
+        [result], [expected] = events(folder, "result"), events(tmp_path / "whole" / str(number), "result")
+        assert result["eval_loss"] == pytest.approx(expected["eval_loss"], rel=LOSS_TOLERANCE)
+    assert any(resumed), resumed
