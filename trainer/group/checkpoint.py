@@ -31,22 +31,26 @@ import torch
 from trainer import checkpoints
 from trainer.group.member import Member
 from trainer.group.peft_format import WEIGHTS_FILE, write_adapter
+from trainer.group.slot_copy import SlotCopy
 from trainer.trial_folder import CHECKPOINT_DIR
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 
 
-def snapshot(member: Member, weights: dict) -> dict:
-    """Everything a checkpoint of ``member`` holds, copied to the CPU (training may go on while it is written)."""
+def snapshot(member: Member, weights: dict | SlotCopy) -> dict:
+    """Everything a checkpoint of ``member`` holds, copied to the CPU (training may go on while it is written);
+    ``weights``: its adapter's ``{layer name: (A, B)}``, or its slot of a stack being copied (weights and moments)."""
     generator = member.generator.get_state() if member.generator is not None else None
     state = {"global_step": member.step, "train_batch_size": member.spec.training.per_device_train_batch_size,
              "epoch": member.epoch, "evals": list(member.evals), "losses": list(member.losses),
              "train_tokens": member.train_tokens}
+    states = {"scheduler": copy.deepcopy(member.scheduler.state_dict()), "generator": generator}
+    if isinstance(weights, SlotCopy):
+        return {"spec": member.spec, "step": member.step, "state": state, "copied": weights, "states": states}
     return {"spec": member.spec, "step": member.step, "state": state,
             "weights": {name: (_copy(a), _copy(b)) for name, (a, b) in weights.items()},
-            "states": {"optimizer": _cpu(member.optimizer.state_dict()),
-                       "scheduler": copy.deepcopy(member.scheduler.state_dict()), "generator": generator}}
+            "states": {"optimizer": _cpu(member.optimizer.state_dict()), **states}}
 
 
 def write_snapshot(saved: dict, base_name: str) -> Path:
@@ -55,8 +59,11 @@ def write_snapshot(saved: dict, base_name: str) -> Path:
     folder = spec.out / CHECKPOINT_DIR / f"checkpoint-{saved['step']}"
     shutil.rmtree(folder, ignore_errors=True)
     checkpoints.claim(spec)
-    write_adapter(spec, saved["weights"], base_name, folder)
-    torch.save(saved["states"], folder / OPTIMIZER_FILE)
+    copied = saved.get("copied")
+    weights = saved["weights"] if copied is None else copied.weights()
+    states = saved["states"] if copied is None else {"optimizer": copied.optimizer_state(), **saved["states"]}
+    write_adapter(spec, weights, base_name, folder)
+    torch.save(states, folder / OPTIMIZER_FILE)
     (folder / STATE_FILE).write_text(json.dumps(saved["state"]) + "\n")
     for old in folder.parent.glob("checkpoint-*"):
         if old != folder:

@@ -92,6 +92,11 @@ class GroupTrainer:
         return {name: (layer.adapters[key].lora_A, layer.adapters[key].lora_B)
                 for name, layer in self.layers.items() if key in layer.adapters}
 
+    def checkpoint_state(self, member: Member) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """What :func:`trainer.group.checkpoint.snapshot` takes of ``member``'s weights: its adapter (its optimizer
+        holds its moments)."""
+        return self.adapter_weights(member)
+
     def train_step(self) -> list[tuple[Member, MicroBatch, torch.Tensor]]:
         """One forward and backward over a micro-batch of every member; the members step their optimizers after."""
         members = list(self.members)

@@ -338,7 +338,7 @@ class GroupRun:
         for member in members:
             try:
                 row = self.trainer.hold(member)
-                saved = None if member.finished else snapshot(member, self.trainer.adapter_weights(member))
+                saved = None if member.finished else snapshot(member, self.trainer.checkpoint_state(member))
             except Exception as error:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))
@@ -375,7 +375,7 @@ class GroupRun:
         """At an eval point before the end (as the Trainer saves with eval_points), written while the group trains
         on; a failure ends the trial."""
         try:
-            self.checkpoints.save(member, self.trainer.adapter_weights(member), self.trainer.model.name_or_path)
+            self.checkpoints.save(member, self.trainer.checkpoint_state(member), self.trainer.model.name_or_path)
         except Exception as error:
             traceback.print_exc()
             self._leave(member, single._failure(error))

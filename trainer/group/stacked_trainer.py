@@ -32,6 +32,7 @@ from trainer.group.held_adapters import HeldAdapters
 from trainer.group.member import Member, WindowLoss
 from trainer.group.multi_lora import lora_scaling, peft_init
 from trainer.group.packed_rows import PackedLayout, attending_packed, pack
+from trainer.group.slot_copy import SlotCopy
 from trainer.group.stacked_adamw import SlotOptimizer, step_slots
 from trainer.group.stacked_lora import SlotStack, StackedRows
 from trainer.spec import TrialSpec
@@ -135,6 +136,10 @@ class StackedGroupTrainer(GroupTrainer):
         every member stacked in as few forwards as ``EVAL_TOKENS`` allows (a member's batches go through its
         own adapter, each as a block of its own)."""
         return self._evaluate([(m.slot, m.eval_data) for m in members], self.stack.scale)
+
+    def checkpoint_state(self, member: Member) -> SlotCopy:
+        """``member``'s weights and AdamW moments for its checkpoint, copied behind the queued work."""
+        return SlotCopy(self.stack, member.slot, member.optimizer.param_groups[0])
 
     def hold(self, member: Member) -> int:
         """Copy ``member``'s adapter as it is now (at its eval point) for :meth:`evaluate_held`; the held row."""

@@ -119,6 +119,29 @@ def test_a_members_optimizer_state_is_torch_adamw_state(tmp_path):
     assert all(torch.equal(again["state"][i]["exp_avg_sq"], s["exp_avg_sq"]) for i, s in saved["state"].items())
 
 
+def test_a_slot_copy_is_the_members_weights_and_optimizer_state_as_they_were(tmp_path):
+    """A checkpoint's copy of a slot (taken without waiting for the GPU) holds the member's adapter and AdamW state
+    at the moment it was taken, at the member's own rank, whatever the stack does after."""
+    from trainer.group.slot_copy import SlotCopy
+
+    trainer = group(tmp_path, [{"r": 4, "targets": ["q_proj", "v_proj"]}, {"r": 8}])
+    steps(trainer, 2)
+    member = trainer.members[0]
+    weights = {name: (a.clone(), b.clone()) for name, (a, b) in trainer.adapter_weights(member).items()}
+    state = member.optimizer.state_dict()
+    copied = SlotCopy(trainer.stack, member.slot, member.optimizer.param_groups[0])
+    steps(trainer, 1)
+    join(trainer, tmp_path, 2, {"r": 16})  # the stack grows its rank
+    mine = copied.weights()
+    assert list(mine) == list(weights)
+    assert all(torch.equal(mine[n][0], a) and torch.equal(mine[n][1], b) for n, (a, b) in weights.items())
+    theirs = copied.optimizer_state()
+    assert theirs["param_groups"] == state["param_groups"]
+    assert theirs["state"].keys() == state["state"].keys()
+    for i, entry in state["state"].items():
+        assert all(torch.equal(theirs["state"][i][key], value) for key, value in entry.items())
+
+
 def weights_after(tmp_path, n: int, **options) -> list[torch.Tensor]:
     tmp_path.mkdir()
     trainer = group(tmp_path, [{"r": 4, "batch": 3}, {"r": 8}], **options)
