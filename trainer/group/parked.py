@@ -13,7 +13,8 @@ in one batch, member k's prompts in block k of the rows with member k's adapter:
 ``exact`` applies each block's adapter with PEFT's own operations on that block alone
 (``lora_B(lora_A(x)) * scaling``), so each member's answers are the ones it gives by itself, bit for
 bit on the CPU; otherwise two batched matmuls over ranks padded to the largest apply all blocks at
-once (as the stacked matmul trains: equal up to rounding, as many kernels for K members as for one).
+once, in the base's dtype (as the stacked matmul trains and evaluates under autocast: equal up to
+rounding, as many kernels for K members as for one, and no casts between a 16-bit base and float32).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def parked_adapters(layers: dict, parked: list[Parked], exact: bool):
     for name, layer in layers.items():
         weight = layer.base_layer.weight
         pairs = [p.weights.get(name) for p in parked]
-        dtype = next((a.dtype for a, _ in filter(None, pairs)), torch.float32)
+        # exact: in the adapters' dtype, as PEFT; batched: in the base's, as the stacked matmul trains under autocast
+        dtype = next((a.dtype for a, _ in filter(None, pairs)), torch.float32) if exact else weight.dtype
         layer.blocks = LayerBlocks(pairs, scalings, exact, layer.in_features, layer.out_features, dtype, weight.device)
     try:
         yield
