@@ -61,6 +61,12 @@ def test_initial_adapters_are_the_ones_peft_draws(base, r, alpha, rslora):
         assert torch.equal(peft_modules[name].lora_B["default"].weight, b)
         assert peft_modules[name].scaling["default"] == lora_scaling(r, alpha, rslora)
         assert layer.base_layer is not None
+    for a, b in drawn:  # a member trains its own copy: the next member drawn with the same seed starts the same
+        a.add_(1.0)
+        b.add_(1.0)
+    again = peft_init(layers, r, seed=11)
+    for name, (a, b) in zip(layers, again, strict=True):
+        assert torch.equal(peft_modules[name].lora_A["default"].weight, a) and not b.any()
 
 
 def test_a_lone_adapter_gives_peft_outputs_bit_for_bit(base):
