@@ -5,6 +5,8 @@
     python3 -m trainer.make_model 8b /tmp/llama8b                          # random-weight 8B folder, then:
     python3 bench/fill_gpu.py --model /tmp/llama8b --ks 1,2,4,8 --matmul stacked --rows-tokens 64 \\
         --bare-batches 16 --loss-chunk 4096                                                     # short rows
+    python3 bench/fill_gpu.py --model /tmp/smol --data studies/data/sv-translate/train.jsonl --ks 32 \
+        --matmul stacked --bare-batches "" --steps 10 --eval-rows 300 --profile 1             # evaluations
     python3 bench/fill_gpu.py --model /tmp/llama8b --ks 1,2,4 --matmul stacked --rows-tokens 530 \\
         --batch 8 --bare-batches 8 --loss-chunk 4096 --activation-checkpointing                  # ~530-token rows
     python3 bench/fill_gpu.py --model studies/models/tiny-llama --device cpu --ks 1,2 \\
@@ -24,6 +26,9 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
   optimizer step for all trials; each trial's rows packed end to end unless ``--padded``) also takes
   ``--length-multiple``, ``--compile``, ``--loss-chunk`` and ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
   ~530-token rows needs it beyond a few trials).
+  With ``--eval-rows N``, after its steps every member evaluates the first N rows (batches of
+  ``--eval-batch``) in one call, then one member alone: eval tokens/s of each beside the step's (a
+  sweep's members evaluate 300 rows at 8 points each; on the H200 that took a fifth of a grouped sweep).
 - ``bare batch b``: one PEFT model and TRL SFTTrainer at micro-batch b (adamw_torch, linear schedule,
   logging every step), the baseline a single trial gets.
 
@@ -79,6 +84,10 @@ def main() -> int:
                         help="stacked: pad every row to the step's longest row instead of packing each trial's rows")
     parser.add_argument("--profile", type=int, default=0,
                         help="after each group run, that many more steps under torch.profiler: its top kernels")
+    parser.add_argument("--eval-rows", type=int, default=0,
+                        help="after a group's steps, time every member's evaluation on this many rows at once and "
+                             "one member's alone (0: none)")
+    parser.add_argument("--eval-batch", type=int, default=64, help="eval batch of --eval-rows (per_device_eval_batch_size)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.steps <= args.warmup:
@@ -243,12 +252,45 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
     figures = _figures(args, f"group K={k} {how}", k * args.batch, tokens, window, first)
     if args.profile:
         figures["profile"] = profile_steps(trainer, args.profile)
+    if args.eval_rows:
+        figures["evaluation"] = evaluation_figures(trainer, rows[:args.eval_rows], args)
     return figures
 
 
-def profile_steps(trainer, steps: int, top: int = 15) -> dict:
-    """``steps`` group steps under torch.profiler: GPU busy and wall time a step, padded tokens against real
-    ones, and the kernels taking most GPU time (name, share, calls a step)."""
+def evaluation_figures(trainer, rows: list[dict], args) -> dict:
+    """Every member's evaluation on ``rows`` (batches of ``--eval-batch``) as one call, then one member's alone:
+    eval tokens per second of each (the evaluation forward against a training step's tokens per second), and with
+    ``--profile`` the kernels of the all-members evaluation."""
+    import torch
+
+    from trainer.group.batches import eval_batches
+
+    batches = eval_batches(rows, args.eval_batch, trainer.pad_id)
+    for member in trainer.members:
+        member.eval_data = batches
+    tokens = sum(int(mask.sum()) for _, mask, _ in batches)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    figures = {"eval_rows": len(rows), "eval_tokens_a_member": tokens}
+    trainer.evaluate(trainer.members[:1])  # the first evaluation's shapes and kernels
+    for name, members in (("all", trainer.members), ("one", trainer.members[:1])):
+        sync()
+        began = time.perf_counter()
+        trainer.evaluate(members)
+        sync()
+        seconds = time.perf_counter() - began
+        figures[f"{name}_members_s"] = round(seconds, 3)
+        figures[f"{name}_members_tokens_per_s"] = round(len(members) * tokens / seconds, 1)
+    if args.profile:
+        figures["profile"] = profile_steps(trainer, 1, work=lambda: (trainer.evaluate(trainer.members),
+                                                                     len(trainer.members) * tokens)[1])
+    return figures
+
+
+def profile_steps(trainer, steps: int, top: int = 15, work=None) -> dict:
+    """``steps`` group steps (or calls of ``work``, which returns the real tokens it ran) under torch.profiler:
+    GPU busy and wall time a step, padded tokens against real ones, and the kernels taking most GPU time (name,
+    share, calls a step)."""
+    work = work or (lambda: group_step(trainer))
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -268,7 +310,7 @@ def profile_steps(trainer, steps: int, top: int = 15) -> dict:
     real = 0
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            real += group_step(trainer)
+            real += work()
         sync()
     wall = (time.perf_counter() - t0) / steps
     trainer._hidden = original
