@@ -12,7 +12,7 @@ trainer`` would (events, checkpoints, adapter, result). A trial leaves when it e
 ``STOP`` file, also while it waits) or fails; the worker waits for the next request when none is
 left, and exits when its stdin closes and every trial has ended. Where its time went
 (:mod:`trainer.group.ledger`) goes to its log every minute and at the end, and to ``ledger.json`` in
-``--folder``. A failure of the shared forward ends the trials training at that step (each gets
+``--folder`` (also when it is stopped with SIGTERM, as the orchestrator stops it). A failure of the shared forward ends the trials training at that step (each gets
 the reason); the worker goes on with the next ones.
 """
 
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.process_guard import exit_with_parent
 
     exit_with_parent()
+    signal.signal(signal.SIGTERM, _last_report)  # the orchestrator stopped: its ledger is written first
     print(f"group worker: training at most {args.max_live or 'every'} trials at once", flush=True)
     requests: queue.Queue = queue.Queue()
     threading.Thread(target=_read_requests, args=(sys.stdin, requests), name="requests", daemon=True).start()
@@ -87,6 +89,7 @@ def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", atten
                 except Exception as error:  # no base: this trial ends with the reason; the next request tries again
                     end_unstarted(folder, unopened_result(error))
                     continue
+                _reporting.append(lambda ledger=group.ledger: _report(ledger, ledger_path))
             group.offer(folder)
             busy = True
         if group is not None and group.busy:
@@ -94,6 +97,17 @@ def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", atten
         if group is not None and (time.monotonic() - reported > LEDGER_EVERY_SECONDS or not group.busy):
             reported = time.monotonic()
             _report(group.ledger, ledger_path)
+
+
+_reporting: list = []  # the open group's ledger report, for a worker stopped with SIGTERM
+
+
+def _last_report(signum, frame) -> None:
+    """Write the ledger, then end by the signal as the default disposition would."""
+    for report in _reporting:
+        report()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _report(ledger, path: Path | None) -> None:

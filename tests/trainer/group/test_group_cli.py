@@ -64,3 +64,43 @@ def test_a_tokenizer_without_a_pad_token_trains_in_a_group(tmp_path):
         done = group_cli(str(tmp_path / f"{matmul}.json"), "--matmul", matmul)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert json.loads((tmp_path / matmul / "events.jsonl").read_text().splitlines()[-1])["status"] == "ok"
+
+
+def test_a_worker_stopped_with_sigterm_writes_its_ledger_first(data, tmp_path):
+    """The orchestrator stops a group worker with SIGTERM (Ctrl-C of a sweep, its end): the worker's ledger of
+    where its time went is on disk, and the worker ends by the signal as before."""
+    import signal
+    import sys
+    import time
+
+    from tests.sweep.live_study import ROOT, TINY_MODEL, sweep_env
+    from trainer.group.serve import LEDGER_FILE
+
+    spec = TrialSpec.model_validate({
+        "study": "s", "trial_number": 0, "output_dir": str(tmp_path / "0"), "backend": "grouped",
+        "model": {"name_or_path": str(TINY_MODEL), "load_in_4bit": False, "chat_template": "llama-3",
+                  "dtype": "float32"},
+        "data": {"train": str(data / "train.jsonl"), "eval": str(data / "eval.jsonl")},
+        "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "training": {"learning_rate": 1e-3, "num_train_epochs": 1, "max_steps": 100000, "per_device_train_batch_size": 4},
+    })
+    spec.write(tmp_path / "0.json")
+    worker = subprocess.Popen([sys.executable, "-m", "trainer.group.serve", "--targets", "q_proj,v_proj",
+                               "--folder", str(tmp_path)], cwd=ROOT, env=sweep_env(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        worker.stdin.write(json.dumps({"spec": str(tmp_path / "0.json")}) + "\n")
+        worker.stdin.flush()
+        events = tmp_path / "0" / "events.jsonl"
+        deadline = time.time() + 300
+        while time.time() < deadline and not (events.exists() and '"progress"' in events.read_text()):
+            time.sleep(0.2)
+        assert '"progress"' in events.read_text(), "the trial never trained a step"
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == -signal.SIGTERM, output
+    ledger = json.loads((tmp_path / LEDGER_FILE).read_text())
+    assert ledger["steps"] >= 1 and ledger["member_steps"] == ledger["steps"], ledger
+    assert output.strip().splitlines()[-1].startswith("group: "), output
