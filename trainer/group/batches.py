@@ -62,12 +62,13 @@ class TrainOrder:
     """The micro-batches of one trial, epoch by epoch, as the Trainer orders and windows them."""
 
     def __init__(self, rows: list[dict], batch_size: int, accumulation: int, epochs: int, max_steps: int | None,
-                 seed: int, pad_id: int) -> None:
+                 seed: int, pad_id: int, predicted: list[int] | None = None) -> None:
+        """``predicted``: each row's :func:`predicted_labels`, where the caller has them (members sharing rows)."""
         if not rows:
             raise ValueError("a trial needs at least one training row")
         self.rows, self.batch_size, self.accumulation = rows, batch_size, accumulation
         self.seed, self.pad_id = seed, pad_id
-        self.predicted = [predicted_labels(row) for row in rows]
+        self.predicted = predicted if predicted is not None else [predicted_labels(row) for row in rows]
         micro_per_epoch = math.ceil(len(rows) / batch_size)
         self.steps_per_epoch = math.ceil(micro_per_epoch / accumulation)
         self.total_steps = max_steps or epochs * self.steps_per_epoch

@@ -92,6 +92,9 @@ class GroupTrainer:
         return {name: (layer.adapters[key].lora_A, layer.adapters[key].lora_B)
                 for name, layer in self.layers.items() if key in layer.adapters}
 
+    def reserve(self, slots: int) -> None:
+        """Room for ``slots`` members at once, made before they join (nothing to make here: adapters are per member)."""
+
     def checkpoint_state(self, member: Member) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """What :func:`trainer.group.checkpoint.snapshot` takes of ``member``'s weights: its adapter (its optimizer
         holds its moments)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import trainer.run_trial as single
 from trainer import checkpoints
 from trainer.events import EventWriter, Phase, Result, Setup, Started
-from trainer.group.batches import TrainOrder, eval_batches
+from trainer.group.batches import TrainOrder, eval_batches, predicted_labels
 from trainer.group.checkpoint import CheckpointWriter, find_checkpoint, restore_checkpoint, snapshot
 from trainer.group.ledger import Ledger
 from trainer.group.member import Member, log_progress, stage_logs
@@ -162,12 +162,16 @@ class GroupRun:
         self.model = model  # the model section every member must share
         self.max_live = max_live
         self.hold_at_most = math.ceil(max_live / 4) if max_live and trainer.holds_adapters else 1
+        if max_live:
+            trainer.reserve(max_live)
         self.held: list[HeldEvaluation] = []
         self.steps = 0
         self.live: dict = {}
         self.waiting: deque[TrialFolder] = deque()
         self.parked: list[Parked] = []
         self.data: dict[str, tuple] = {}
+        self.predicted: dict[str, list[int]] = {}
+        self.eval_data: dict[tuple[str, int], list] = {}
         self.checkpoints = CheckpointWriter()
         self.ledger = Ledger()
 
@@ -236,11 +240,17 @@ class GroupRun:
             raise single.BadInput("training.packing: the grouped backend stacks rows unpacked; set packing to false")
         train, evaluation, _, fmt = self._encoded(spec)
         t = spec.training
+        key = spec.data.model_dump_json()  # what members of one data section share, computed once
+        if key not in self.predicted:
+            self.predicted[key] = [predicted_labels(row) for row in train]
         order = TrainOrder(train, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
-                           t.max_steps, t.seed, pad)
+                           t.max_steps, t.seed, pad, self.predicted[key])
+        if (key, t.per_device_eval_batch_size) not in self.eval_data:
+            self.eval_data[key, t.per_device_eval_batch_size] = eval_batches(evaluation, t.per_device_eval_batch_size,
+                                                                             pad)
         phase = _phase(folder, "data", phase)
         faults = [f for f in parse_faults(os.environ.get(FAULT_ENV, "")) if f.trial in (None, spec.trial_number)]
-        member = self.trainer.add(spec, order, eval_batches(evaluation, t.per_device_eval_batch_size, pad),
+        member = self.trainer.add(spec, order, self.eval_data[key, t.per_device_eval_batch_size],
                                   folder.events, folder.started, faults)
         _phase(folder, "lora", phase)
         member.before_kill = self.checkpoints.settle

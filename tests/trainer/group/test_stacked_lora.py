@@ -98,6 +98,19 @@ def test_a_member_that_leaves_empties_its_slot_and_the_next_starts_from_peft_ini
     assert stack.steps[:2] == [1, 4]
 
 
+def test_a_reserved_stack_is_made_once_for_the_members_that_join(tmp_path):
+    """A group that knows how many train at once makes its stack that large before they join, instead of a new
+    copy of the whole stack one slot larger at each join; members then train in their slots as before."""
+    trainer = group(tmp_path, [{"r": 8}])
+    trainer.reserve(4)
+    made = trainer.stack.weights
+    for number in (1, 2, 3):
+        join(trainer, tmp_path, number, {"r": 8, "seed": number})
+    assert trainer.stack.weights is made and trainer.stack.capacity == 4
+    steps(trainer, 2)
+    assert trainer.stack.steps == [2, 2, 2, 2] and all(made[slot].any() for slot in range(4))
+
+
 def test_a_members_optimizer_state_is_torch_adamw_state(tmp_path):
     trainer = group(tmp_path, [{"r": 4}, {"r": 8}])
     steps(trainer, 2)
