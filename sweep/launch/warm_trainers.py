@@ -66,6 +66,8 @@ class WarmTrainer:
 class WorkerTrial:
     """A trial running in a warm worker: a :class:`~sweep.launch.trainer_launch.TrainerHandle`."""
 
+    first_phase = "starting"
+
     def __init__(self, worker: WarmTrainer, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
         self.worker = worker
         self.trial_dir = Path(trial_dir)

@@ -45,6 +45,16 @@ def test_the_view_shows_the_study_bar_loading_trials_and_their_loss():
     assert not view.running
 
 
+def test_a_trial_waiting_in_a_group_worker_says_so_until_it_joins():
+    from sweep.launch.group_workers import GroupTrial
+
+    view = ProgressView("demo", 4, {}, None, console=Console(record=True, width=160))
+    view.trial_started(5, {"r": 8}, GroupTrial.first_phase)  # handed over beyond the worker's places
+    assert re.search(r"^5 +waiting in the group\.\.\. \d+s", shown(view), re.M)
+    view.trial_phase(5, "model")  # it joined: the base was loaded already
+    assert re.search(r"^5 +reading data\.\.\. \d+s", shown(view), re.M)
+
+
 def test_clock():
     assert [clock(s) for s in (0, 42.4, 187, 3723)] == ["0s", "42s", "3:07", "1:02:03"]
 
