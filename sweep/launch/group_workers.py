@@ -79,7 +79,7 @@ class GroupTrial(WorkerTrial):
     """A trial inside a group worker: a warm worker's trial, but its log is the group's and stopping it spares
     the others."""
 
-    first_phase = "waiting in the group"  # handed over beyond the places: it joins when a member leaves
+    waits_to_join = True  # handed over beyond the places, it joins when a member leaves
 
     def __init__(self, worker: GroupWorker, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
         super().__init__(worker, trial_dir, spec_path, env)

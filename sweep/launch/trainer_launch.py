@@ -35,7 +35,7 @@ class TrainerHandle(Protocol):
     events: EventReader  # the trial's events.jsonl, read by the objective alone
     started: float  # time.time() when the trial was handed to the trainer
     killed: bool
-    first_phase: str  # what the live view shows before the trainer's first report ("starting")
+    waits_to_join: bool  # handed to a group worker, it may wait there before it trains (its first event)
 
     def poll(self) -> int | None:
         """None while the trial runs; then its exit code (0 once a warm worker wrote the result)."""

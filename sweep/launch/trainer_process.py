@@ -76,7 +76,7 @@ def last_line(log_path: Path) -> str:
 class TrainerProcess:
     """A running trainer for one trial folder: the cold launcher's :class:`~sweep.launch.trainer_launch.TrainerHandle`."""
 
-    first_phase = "starting"
+    waits_to_join = False
 
     def __init__(self, trial_dir: Path, spec_path: Path, env: dict[str, str] | None = None) -> None:
         self.trial_dir = Path(trial_dir)

@@ -66,7 +66,7 @@ class WarmTrainer:
 class WorkerTrial:
     """A trial running in a warm worker: a :class:`~sweep.launch.trainer_launch.TrainerHandle`."""
 
-    first_phase = "starting"
+    waits_to_join = False
 
     def __init__(self, worker: WarmTrainer, trial_dir: Path, spec_path: Path, env: dict[str, str]) -> None:
         self.worker = worker

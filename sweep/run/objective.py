@@ -141,7 +141,7 @@ class Objective:
             (spec.out / stale).unlink(missing_ok=True)
         handle = self.launcher.start_trial(spec.out, spec_path, lease.env())
         trial.set_user_attr(attrs.LOG_PATH, str(handle.log_path))
-        self.progress.trial_started(trial.number, spec.params, handle.first_phase)
+        self.progress.trial_started(trial.number, spec.params, waiting=handle.waits_to_join)
         try:
             return follow(trial, handle, self.progress, self.stopping, self.study.config.execution.timeout_minutes)
         finally:

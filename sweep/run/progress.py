@@ -90,10 +90,10 @@ class ProgressView:
         if self._live:
             self._live.stop()
 
-    def trial_started(self, number: int, params: dict, phase: str = "starting") -> None:
-        """Trial ``number`` was handed to a trainer, which has not reported yet (``phase``: what it does now)."""
+    def trial_started(self, number: int, params: dict, waiting: bool = False) -> None:
+        """Trial ``number`` was handed to a trainer, which has not reported yet (``waiting``: to join a group)."""
         with self._lock:
-            self.running[number] = _Running(params, phase=phase)
+            self.running[number] = _Running(params, phase="waiting in the group" if waiting else "starting")
         if not self._live:
             self.console.print(f"trial {number} started: {format_params(params)}", highlight=False, soft_wrap=True)
 

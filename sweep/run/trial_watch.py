@@ -36,9 +36,12 @@ def follow(trial: optuna.Trial, handle: TrainerHandle, progress: ProgressView, s
     reporter = EvalReporter(trial)
     result: Result | None = None
     pruned_at: float | None = None
+    # the time limit counts from when a trainer took the trial: at once, or when it joined its group
+    taken = None if handle.waits_to_join else handle.started
     while True:
         exited = handle.poll() is not None
         for event in handle.events.read_new():
+            taken = taken or time.time()
             if isinstance(event, Setup):
                 trial.set_user_attr(attrs.BACKEND, event.backend)
                 trial.set_user_attr(attrs.DEVICE, event.device)
@@ -59,7 +62,7 @@ def follow(trial: optuna.Trial, handle: TrainerHandle, progress: ProgressView, s
         if stopping.is_set():
             handle.kill(grace_seconds=INTERRUPT_GRACE_SECONDS)
             raise interrupted(trial)
-        if timeout_minutes and time.time() - handle.started > timeout_minutes * 60:
+        if timeout_minutes and taken is not None and time.time() - taken > timeout_minutes * 60:
             handle.kill()
             trial.set_user_attr(attrs.FAIL_DETAIL, f"still running after the time limit of {timeout_minutes:g} min")
             return Result(status="error", reason="timeout")

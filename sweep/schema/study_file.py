@@ -163,7 +163,8 @@ class ExecutionConfig(Strict):
         "trial; 'bmm': batched; 'stacked': every trial's adapters, loss and AdamW in a few kernels a step, "
         "whatever the number of trials; no lora_dropout)."
     )
-    timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout'.")
+    timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout' "
+                                                                "(in a group worker: counted from when it joins).")
     max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")
     max_consecutive_failures: int = Field(3, ge=1, description="Stop the run after this many failed trials in a row.")
     heartbeat_seconds: int = Field(10, ge=1, description="A running trial's worker records a heartbeat this often.")

@@ -46,10 +46,8 @@ def test_the_view_shows_the_study_bar_loading_trials_and_their_loss():
 
 
 def test_a_trial_waiting_in_a_group_worker_says_so_until_it_joins():
-    from sweep.launch.group_workers import GroupTrial
-
     view = ProgressView("demo", 4, {}, None, console=Console(record=True, width=160))
-    view.trial_started(5, {"r": 8}, GroupTrial.first_phase)  # handed over beyond the worker's places
+    view.trial_started(5, {"r": 8}, waiting=True)  # handed to a group worker beyond its places
     assert re.search(r"^5 +waiting in the group\.\.\. \d+s", shown(view), re.M)
     view.trial_phase(5, "model")  # it joined: the base was loaded already
     assert re.search(r"^5 +reading data\.\.\. \d+s", shown(view), re.M)
