@@ -341,14 +341,15 @@ class GroupRun:
             traceback.print_exc()
             for member in members:
                 self._leave(member, single._failure(error))
+            return
         self.ledger.count(evaluations=len(members), evaluation_batches=1)
 
     def _hold(self, members: list) -> None:
         """Hold each member's adapter (and take its checkpoint, unless it ends now) for :meth:`_evaluate_held`."""
         for member in members:
             try:
-                row = self.trainer.hold(member)
                 saved = None if member.finished else snapshot(member, self.trainer.checkpoint_state(member))
+                row = self.trainer.hold(member)
             except Exception as error:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))

@@ -12,8 +12,9 @@ trainer`` would (events, checkpoints, adapter, result). A trial leaves when it e
 ``STOP`` file, also while it waits) or fails; the worker waits for the next request when none is
 left, and exits when its stdin closes and every trial has ended. Where its time went
 (:mod:`trainer.group.ledger`) goes to its log every minute and at the end, and to ``ledger.json`` in
-``--folder`` (also when it is stopped with SIGTERM, as the orchestrator stops it). A failure of the shared forward ends the trials training at that step (each gets
-the reason); the worker goes on with the next ones.
+``--folder`` (also when it is stopped with SIGTERM, as the orchestrator stops it). A failure of the
+shared forward ends the trials training at that step (each gets the reason); the worker goes on with
+the next ones.
 """
 
 from __future__ import annotations
