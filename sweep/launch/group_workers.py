@@ -56,6 +56,7 @@ class GroupWorker:
         if device is not None:
             env[DEVICE_ENV] = device
         self._lock = threading.Lock()
+        self.stopped = False  # by the orchestrator (a trial of it past its time limit or not leaving when pruned)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "trainer.group.serve", "--targets", ",".join(targets), "--matmul", matmul,
@@ -72,6 +73,7 @@ class GroupWorker:
             send_request(self.popen, spec_path, env)
 
     def kill(self, grace_seconds: float = 5.0) -> None:
+        self.stopped = True  # before it dies: its other trials see that it was stopped, not that it crashed
         kill_group(self.popen, grace_seconds)
 
 
@@ -95,6 +97,10 @@ class GroupTrial(WorkerTrial):
                 return
             time.sleep(POLL_SECONDS)
         self.worker.kill(grace_seconds)
+
+    def lost_for_another(self) -> bool:
+        """Whether it ended only because its worker was stopped for another of the worker's trials."""
+        return not self.killed and self.worker.stopped
 
 
 class GroupWorkerPool:

@@ -49,6 +49,9 @@ class TrainerHandle(Protocol):
     def last_log_line(self) -> str:
         """The last non-empty line of the trial's log, for a fail_detail."""
 
+    def lost_for_another(self) -> bool:
+        """Whether the trial ended only because its trainer was stopped for another trial (a group's)."""
+
 
 class Launcher(Protocol):
     """Hands out a :class:`TrainerHandle` per trial; thread-safe."""

@@ -109,3 +109,6 @@ class TrainerProcess:
 
     def last_log_line(self) -> str:
         return last_line(self.log_path)
+
+    def lost_for_another(self) -> bool:
+        return False  # its trainer runs this trial alone

@@ -108,6 +108,9 @@ class WorkerTrial:
     def last_log_line(self) -> str:
         return last_line(self.log_path)
 
+    def lost_for_another(self) -> bool:
+        return False  # its trainer runs this trial alone
+
 
 class WarmTrainerPool:
     """Idle warm workers per device, a :class:`~sweep.launch.trainer_launch.Launcher`; thread-safe."""

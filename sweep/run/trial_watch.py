@@ -76,6 +76,9 @@ def follow(trial: optuna.Trial, handle: TrainerHandle, progress: ProgressView, s
         raise interrupted(trial)
     if pruned_at is not None:
         return result if result and result.status == "stopped" else Result(status="stopped", reason="pruned")
+    if result is None and handle.lost_for_another():  # tried again, from its checkpoint, as after a Ctrl-C
+        trial.set_user_attr(attrs.FAIL_DETAIL, "its group worker was stopped for another trial")
+        raise interrupted(trial)
     if result is None:
         return died(trial, handle)
     return result

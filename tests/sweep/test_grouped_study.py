@@ -134,14 +134,18 @@ def test_a_worker_trains_trials_per_gpu_at_once_with_the_next_ones_waiting_in_it
 def test_a_trial_waiting_in_a_group_worker_is_not_timed_out_for_its_wait(tmp_path):
     """--trials-per-gpu 1 hands trials 0 and 1 to the worker at once: whichever joins first trains and hangs, the
     other waits. The first fails as `timeout` and takes the worker with it; the other's time limit had not
-    started (it never joined), so it is lost with the worker as a crash (as any trial inside a killed worker),
-    not failed as a timeout it never ran into; the study goes on in a new worker."""
+    started (it never joined), and it was lost only with the worker stopped for the first: it is not failed as
+    a timeout it never ran into, nor counted as a failure, but tried again in a new worker (as after a
+    Ctrl-C), where it completes."""
     study = grouped_study(tmp_path, 2, timeout_minutes=0.2)
     runs = tmp_path / "runs"
     done = run_sweep(study, runs, "--trials-per-gpu", "1", SWEEP_TEST_FAULT="hang@3:trial=0,hang@3:trial=1")
     assert done.returncode == 0, done.stdout + done.stderr
     trials = study_trials(runs, "grp")
     reasons = {t.number: t.user_attrs.get("fail_reason", "") for t in trials if t.state.name == "FAIL"}
-    assert sorted(reasons) == [0, 1], reasons
-    assert sorted(reason.split(":")[0] for reason in reasons.values()) == ["crash", "timeout"], reasons
-    assert len([t for t in trials if t.state.name == "COMPLETE"]) == 2
+    assert sorted(reasons) == [0, 1] and sorted(reasons.values()) == ["interrupted", "timeout"], reasons
+    [innocent] = [number for number, reason in reasons.items() if reason == "interrupted"]
+    assert trials[innocent].user_attrs["fail_detail"] == "its group worker was stopped for another trial"
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    assert [t.params for t in complete if t.user_attrs.get("retry_of") == innocent] == [trials[innocent].params]
