@@ -35,10 +35,6 @@ class HeldAdapters:
         self.scale = torch.zeros(0, device=stack.device, dtype=stack.dtype)
         self.free: list[int] = []
 
-    def __len__(self) -> int:
-        """Rows in use."""
-        return len(self.weights) - len(self.free)
-
     @torch.no_grad()
     def hold(self, slot: int) -> int:
         """Copy ``slot``'s adapter as it is now into a free row; the row."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from trainer.group.stacked_adamw import adamw_state
 from trainer.group.stacked_lora import SlotStack
 
 
@@ -25,7 +26,7 @@ class SlotCopy:
     def __init__(self, stack: SlotStack, slot: int, param_group: dict) -> None:
         self.stack, self.rank, self.stack_rank = stack, stack.ranks[slot], stack.rank
         self.names, self.step = list(stack.adapted[slot]), stack.steps[slot]
-        self.group = {key: value for key, value in param_group.items() if key != "params"}
+        self.group = dict(param_group)  # as it is now: the schedule moves its learning rate on
         cuda = stack.device.type == "cuda"
         self.rows = torch.empty(3, stack.width(stack.rank), dtype=stack.dtype, pin_memory=cuda)
         for row, flat in zip(self.rows, (stack.weights, stack.exp_avg, stack.exp_avg_sq), strict=True):
@@ -34,24 +35,20 @@ class SlotCopy:
         if self.done is not None:
             self.done.record()
 
-    def _layers(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(A, B)`` of each layer the member adapts, at its own rank, copied out of row ``row``."""
+    def _layers(self, row: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{layer name: (A, B)}`` of the layers the member adapts, at its own rank, as views of row ``row``
+        (0: weights, 1 and 2: AdamW's moments) once the copies have landed."""
         if self.done is not None:
             self.done.synchronize()
-        names, r = set(self.names), self.rank
-        return [(a[0, :r].clone(), b[0, :, :r].clone())
-                for name, (a, b) in zip(self.stack.layers, self.stack.views(self.rows[row:row + 1], self.stack_rank),
-                                        strict=True) if name in names]
+        return self.stack.cut(self.rows[row:row + 1], 0, self.stack_rank, self.rank, self.names)
 
     def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{layer name: (lora_A, lora_B)}``, as :meth:`trainer.group.stacked_trainer.StackedGroupTrainer.adapter_weights`."""
-        return dict(zip([name for name in self.stack.layers if name in set(self.names)], self._layers(0), strict=True))
+        return {name: (a.clone(), b.clone()) for name, (a, b) in self._layers(0).items()}
 
     def optimizer_state(self) -> dict:
         """torch ``AdamW.state_dict()`` of the member's parameters, as
         :meth:`trainer.group.stacked_adamw.SlotOptimizer.state_dict` gives it."""
-        moments = [pair for first, second in zip(self._layers(1), self._layers(2), strict=True)
-                   for pair in zip(first, second, strict=True)]
-        state = {i: {"step": torch.tensor(float(self.step)), "exp_avg": m, "exp_avg_sq": v}
-                 for i, (m, v) in enumerate(moments)} if self.step else {}
-        return {"state": state, "param_groups": [{**self.group, "params": list(range(len(moments)))}]}
+        first, second = self._layers(1), self._layers(2)
+        return adamw_state([pair for name in first for pair in zip(first[name], second[name], strict=True)],
+                           self.step, self.group)

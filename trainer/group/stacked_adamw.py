@@ -53,11 +53,7 @@ class SlotOptimizer(torch.optim.AdamW):
 
     def state_dict(self) -> dict:
         """torch ``AdamW.state_dict()`` of the member's parameters (A and B of each layer at its own rank)."""
-        moments, step = self._moments(), self.stack.steps[self.slot]
-        group = {key: value for key, value in self.param_groups[0].items() if key != "params"}
-        state = {i: {"step": torch.tensor(float(step)), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
-                 for i, (m, v) in enumerate(moments)} if step else {}
-        return {"state": state, "param_groups": [{**group, "params": list(range(len(moments)))}]}
+        return adamw_state(self._moments(), self.stack.steps[self.slot], self.param_groups[0])
 
     @torch.no_grad()
     def load_state_dict(self, state_dict: dict) -> None:
@@ -78,6 +74,15 @@ class SlotOptimizer(torch.optim.AdamW):
             v.copy_(entry["exp_avg_sq"])
             step = int(entry["step"])
         self.stack.steps[self.slot] = step
+
+
+def adamw_state(moments: list[tuple[torch.Tensor, torch.Tensor]], step: int, param_group: dict) -> dict:
+    """torch ``AdamW.state_dict()`` of parameters whose ``(exp_avg, exp_avg_sq)`` are ``moments`` (copied), after
+    ``step`` optimizer steps with ``param_group``'s settings (no state before the first, as torch)."""
+    group = {key: value for key, value in param_group.items() if key != "params"}
+    state = {i: {"step": torch.tensor(float(step)), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+             for i, (m, v) in enumerate(moments)} if step else {}
+    return {"state": state, "param_groups": [{**group, "params": list(range(len(moments)))}]}
 
 
 def step_slots(stack: SlotStack, due: list[tuple[int, dict, float]]) -> torch.Tensor:

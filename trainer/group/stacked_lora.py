@@ -166,6 +166,12 @@ class SlotStack:
     def slot_views(self, flat: torch.Tensor, slot: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{layer name: (A, B)}`` of the layers ``slot``'s member adapts, at its own rank, as views of ``flat``
         (detached: writing into them changes the stack)."""
-        r, names = self.ranks[slot], set(self.adapted[slot])
-        return {name: (a[slot, :r], b[slot, :, :r])
-                for name, (a, b) in zip(self.layers, self.views(flat.detach()), strict=True) if name in names}
+        return self.cut(flat.detach(), slot, self.rank, self.ranks[slot], self.adapted[slot])
+
+    def cut(self, flat: torch.Tensor, row: int, rank: int, r: int,
+            names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{layer name: (A, B)}`` of the layers in ``names``, at rank ``r``, as views of row ``row`` of ``flat``
+        (every layer at ``rank``)."""
+        names = set(names)
+        return {name: (a[row, :r], b[row, :, :r])
+                for name, (a, b) in zip(self.layers, self.views(flat, rank), strict=True) if name in names}
