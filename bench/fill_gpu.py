@@ -25,7 +25,8 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
   ``stacked`` (:class:`trainer.group.stacked_trainer.StackedGroupTrainer`: stacked adapters, one
   optimizer step for all trials; each trial's rows packed end to end unless ``--padded``) also takes
   ``--length-multiple``, ``--compile``, ``--loss-chunk`` and ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
-  ~530-token rows needs it beyond a few trials).
+  ~530-token rows needs it beyond a few trials), and ``--cuda-graphs`` (each step shape captured once and
+  replayed: :mod:`trainer.group.step_graphs`; captures fall inside the timed steps, as in a sweep).
   With ``--eval-rows N``, after its steps every member evaluates the first N rows (batches of
   ``--eval-batch``) in one call, then one member alone: eval tokens/s of each beside the step's (a
   sweep's members evaluate 300 rows at 8 points each; on the H200 that took a fifth of a grouped sweep).
@@ -80,6 +81,8 @@ def main() -> int:
                         help="stacked: tokens of the loss at a time, without keeping their logits (large vocabularies)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="stacked: replay each step shape as a CUDA graph (trainer.group.step_graphs)")
     parser.add_argument("--padded", action="store_true",
                         help="stacked: pad every row to the step's longest row instead of packing each trial's rows")
     parser.add_argument("--profile", type=int, default=0,
@@ -201,7 +204,7 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
     if matmul == "stacked":
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
                    "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk,
-                   "packed": not args.padded}
+                   "packed": not args.padded, "cuda_graphs": args.cuda_graphs}
     trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
                                 **options)
     folder = scratch("fill-gpu-")
@@ -249,7 +252,11 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
             first = time.perf_counter() - first
     window.stop()
     how = matmul if matmul != "stacked" else f"stacked {'padded' if args.padded else 'packed'}"
+    graphs = getattr(trainer, "graphs", None)
+    how += " graphs" if graphs is not None else ""
     figures = _figures(args, f"group K={k} {how}", k * args.batch, tokens, window, first)
+    if graphs is not None:  # captures happen in the timed window too, as in a sweep (one per new shape)
+        figures["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed}
     if args.profile:
         figures["profile"] = profile_steps(trainer, args.profile)
     if args.eval_rows:

@@ -85,7 +85,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser().parse_args(argv)
     args.device, args.data, args.load_in_4bit = "cpu", None, False
     args.length_multiple, args.compile, args.activation_checkpointing, args.loss_chunk = 1, None, False, None
-    args.padded, args.profile = False, 0  # stacked steps packed, as a group worker trains them
+    args.padded, args.profile, args.cuda_graphs = False, 0, False  # stacked steps packed, as a group worker trains them
     return args
 
 

@@ -3,7 +3,8 @@
     python3 bench/sweep_throughput.py --study studies/grid-smollm2.yaml --trials 16 --trials-per-gpu 16 \\
         --backends transformers,grouped --group-matmul bmm --runs-dir /tmp/throughput
 
-For each backend the study file is copied with ``execution.backend`` (and ``group_matmul``) set, its
+For each backend the study file is copied with ``execution.backend`` (and ``group_matmul``,
+``group_cuda_graphs`` with ``--cuda-graphs``) set, its
 paths made absolute, its samples off (``--samples`` keeps them) and a seeded random sampler over its own
 space, so every backend trains the same ``--trials`` configurations; then ``python -m sweep run`` runs it
 as a user would (``--trials-per-gpu``, ``--gpus``). Reported per backend: the sweep's tokens per second
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Path, samples: bool = False) -> Path:
+def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Path, samples: bool = False,
+               cuda_graphs: bool = False) -> Path:
     study = yaml.safe_load(source.read_text())
     base = source.parent
     study["name"] = f"{source.stem}-{backend}"
@@ -46,8 +48,8 @@ def study_copy(source: Path, backend: str, matmul: str, trials: int, folder: Pat
         study["samples"] = {"count": 0}
     study["search"].update(n_trials=trials, sampler={"name": "random", "seed": 0}, pruner={"name": "none"},
                            enqueue=[])
-    study.setdefault("execution", {}).update(backend=backend, **({"group_matmul": matmul} if backend == "grouped"
-                                                                  else {}))
+    grouped = {"group_matmul": matmul, **({"group_cuda_graphs": True} if cuda_graphs else {})}
+    study.setdefault("execution", {}).update(backend=backend, **(grouped if backend == "grouped" else {}))
     path = folder / f"{study['name']}.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -115,6 +117,7 @@ def main() -> int:
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "grid-smollm2.yaml")
     parser.add_argument("--backends", default="transformers,grouped")
     parser.add_argument("--group-matmul", default="stacked", choices=["loop", "bmm", "stacked"])
+    parser.add_argument("--cuda-graphs", action="store_true", help="grouped: execution.group_cuda_graphs true")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--trials-per-gpu", type=int, default=16)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/throughput"))
@@ -127,7 +130,8 @@ def main() -> int:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for backend in args.backends.split(","):
-        path = study_copy(args.study.resolve(), backend, args.group_matmul, args.trials, args.runs_dir, args.samples)
+        path = study_copy(args.study.resolve(), backend, args.group_matmul, args.trials, args.runs_dir, args.samples,
+                          args.cuda_graphs)
         results.append(measure(path, args.runs_dir, args.trials_per_gpu, args.gpus, args.stop_after))
         if args.alone and backend == "grouped" and results[-1]["complete"]:
             results[-1]["alone"] = alone(args.runs_dir, results[-1]["study"], args.group_matmul, args.trials_per_gpu)

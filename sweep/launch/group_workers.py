@@ -48,7 +48,7 @@ class GroupWorker:
     """One ``python -m trainer.group.serve`` process for one device, in its own process group."""
 
     def __init__(self, folder: Path, device: str | None, targets: list[str], matmul: str,
-                 max_live: int | None = None) -> None:
+                 max_live: int | None = None, cuda_graphs: bool = False) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.log_path = folder / LOG_FILE
@@ -60,7 +60,8 @@ class GroupWorker:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "trainer.group.serve", "--targets", ",".join(targets), "--matmul", matmul,
-                 "--folder", str(folder), *(["--max-live", str(max_live)] if max_live else [])],
+                 "--folder", str(folder), *(["--max-live", str(max_live)] if max_live else []),
+                 *(["--cuda-graphs"] if cuda_graphs else [])],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env(env),
                 cwd=PROJECT_ROOT, start_new_session=True,
             )
@@ -110,9 +111,9 @@ class GroupWorkerPool:
     a device it does not name has no limit."""
 
     def __init__(self, folder: Path, targets: list[str], matmul: str, stopping: threading.Event,
-                 max_live: dict[str | None, int] | None = None) -> None:
+                 max_live: dict[str | None, int] | None = None, cuda_graphs: bool = False) -> None:
         self.folder = Path(folder)
-        self.targets, self.matmul, self.stopping = targets, matmul, stopping
+        self.targets, self.matmul, self.stopping, self.cuda_graphs = targets, matmul, stopping, cuda_graphs
         self.max_live = max_live or {}
         self._workers: dict[str | None, GroupWorker] = {}
         self._lock = threading.Lock()
@@ -128,7 +129,7 @@ class GroupWorkerPool:
             if worker is None or not worker.alive():
                 self._started += 1
                 worker = GroupWorker(self.folder / f"group-{self._started:04d}", device, self.targets, self.matmul,
-                                     self.max_live.get(device))
+                                     self.max_live.get(device), self.cuda_graphs)
                 self._workers[device] = worker
             return worker
 

@@ -91,7 +91,8 @@ def launcher_for(config, folder: Path, stopping: threading.Event,
     ``folder``; ``at_once``: the trials a group worker trains at once on each device (``--trials-per-gpu``)."""
     execution = config.execution
     if execution.backend == "grouped":
-        return GroupWorkerPool(folder, config.lora.target_modules, execution.group_matmul, stopping, at_once)
+        return GroupWorkerPool(folder, config.lora.target_modules, execution.group_matmul, stopping, at_once,
+                               execution.group_cuda_graphs)
     if not execution.warm_workers:
         return ColdLauncher()
     return WarmTrainerPool(folder, execution.backend, execution.worker_max_trials, execution.worker_max_leak_mb,

@@ -163,6 +163,10 @@ class ExecutionConfig(Strict):
         "trial; 'bmm': batched; 'stacked': every trial's adapters, loss and AdamW in a few kernels a step, "
         "whatever the number of trials; no lora_dropout)."
     )
+    group_cuda_graphs: bool = Field(
+        False, description="grouped, group_matmul stacked, on a GPU: replay each step's kernels as a CUDA graph "
+        "(captured once per step shape; trainer.group.step_graphs). No effect on a CPU."
+    )
     timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout' "
                                                                 "(in a group worker: counted from when it joins).")
     max_retries: int = Field(2, ge=0, description="Times a trial interrupted or lost to a dead worker is retried.")
@@ -225,6 +229,9 @@ class StudyFile(Strict):
             raise ValueError("search.objective best_eval keeps each trial's best adapter, which the grouped backend "
                              "does not yet; score last_eval (or chrf) or use another backend")
         dropout = self.lora.lora_dropout > 0 or self.search.params.lora_dropout is not None
+        if self.execution.group_cuda_graphs and self.execution.group_matmul != "stacked":
+            raise ValueError(f"execution.group_cuda_graphs true: CUDA graphs capture the stacked step only, but "
+                             f"group_matmul is {self.execution.group_matmul!r}; set group_matmul: stacked")
         if self.execution.group_matmul == "stacked" and dropout:
             raise ValueError("execution.group_matmul stacked trains without LoRA dropout, but lora_dropout is set or "
                              "searched: drop it, or use group_matmul loop or bmm")

@@ -48,6 +48,8 @@ def grouped_study(tmp_path, n_trials: int, samples: dict | None = None, **execut
     ("lora: {bias: all}\nexecution: {backend: grouped}\n", "lora.bias 'all': the grouped backend"),
     ("lora: {lora_dropout: 0.1}\nexecution: {backend: grouped, group_matmul: stacked}\n",
      "execution.group_matmul stacked trains without LoRA dropout"),
+    ("execution: {backend: grouped, group_cuda_graphs: true}\n",
+     "execution.group_cuda_graphs true: CUDA graphs capture the stacked step only, but group_matmul is 'loop'"),
 ])
 def test_what_a_group_cannot_train_is_refused_in_one_line(tmp_path, extra, expected):
     (line,) = study_errors(write_study_text(tmp_path, MINIMAL_STUDY + extra))
@@ -108,10 +110,13 @@ def _training(runs: Path) -> dict | None:
     return None
 
 
-def test_a_worker_trains_trials_per_gpu_at_once_with_the_next_ones_waiting_in_it(tmp_path):
+@pytest.mark.parametrize("execution", [{}, {"group_matmul": "stacked", "group_cuda_graphs": True}],
+                         ids=["loop", "stacked-graphs"])
+def test_a_worker_trains_trials_per_gpu_at_once_with_the_next_ones_waiting_in_it(tmp_path, execution):
     """--trials-per-gpu 2: the worker is handed three trials at once (one waits to join), never trains more than
-    two at once, and writes where its time went."""
-    study = grouped_study(tmp_path, 5, samples={"count": 2, "max_new_tokens": 4})
+    two at once, and writes where its time went (with group_cuda_graphs, its graphs: none on the CPU, where the
+    steps it would capture run eagerly)."""
+    study = grouped_study(tmp_path, 5, samples={"count": 2, "max_new_tokens": 4}, **execution)
     runs = tmp_path / "runs"
     done = run_sweep(study, runs, "--trials-per-gpu", "2")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -127,6 +132,7 @@ def test_a_worker_trains_trials_per_gpu_at_once_with_the_next_ones_waiting_in_it
     ledger = json.loads((worker / "ledger.json").read_text())
     assert ledger["sampled"] == 5 and ledger["mean_members"] <= 2
     assert ledger["tokens"] == sum(t.user_attrs["train_tokens"] for t in complete)
+    assert ledger.get("graph_captures") == (0 if execution else None)  # the study's choice reached the trainer
     log = (worker / "trainer.log").read_text()
     assert "training at most 2 trials at once" in log and "group: " in log
 

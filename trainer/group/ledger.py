@@ -42,6 +42,10 @@ class Ledger:
         for name, value in counts.items():
             self.counts[name] += value
 
+    def set(self, **values: int) -> None:
+        """Counts kept elsewhere, as they are now (a trainer's CUDA graph captures and replays)."""
+        self.counts.update(values)
+
     def summary(self) -> dict:
         """Wall seconds, each activity's seconds (``idle``: none of them), the counts, and tokens per second."""
         wall = time.perf_counter() - self.began

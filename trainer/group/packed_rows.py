@@ -62,15 +62,17 @@ class Packed:
     layout: PackedLayout
 
 
-def pack(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, multiple: int = 1) -> Packed:
-    """Pack each member's right-padded ``(input_ids, attention_mask)`` (``[rows, width]``) into one row."""
+def pack(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, multiple: int = 1,
+         longest_multiple: int = 1) -> Packed:
+    """Pack each member's right-padded ``(input_ids, attention_mask)`` (``[rows, width]``) into one row, its length
+    rounded up to a multiple of ``multiple``; the attention's rows padded to a multiple of ``longest_multiple``."""
     lengths = [mask.sum(1) for _, mask in parts]
     most = max(int(n.sum()) for n in lengths)
     length = -(-most // multiple) * multiple
     count = len(parts)
     ids = torch.full((count, length), pad_id, dtype=torch.long)
     positions = torch.zeros((count, length), dtype=torch.long)
-    longest = max(int(n.max()) for n in lengths)
+    longest = -(-max(int(n.max()) for n in lengths) // longest_multiple) * longest_multiple
     rows = sum(len(n) for n in lengths)
     starts, grid_parts = [], []
     back = torch.full((count * length,), rows * longest, dtype=torch.long)  # end padding: the zero place

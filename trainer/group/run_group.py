@@ -108,9 +108,10 @@ def run_group(specs: list[TrialSpec], max_live: int | None = None, matmul: str =
 
 
 def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", attention: str | None = None,
-               max_live: int | None = None) -> GroupRun:
+               max_live: int | None = None, cuda_graphs: bool = False) -> GroupRun:
     """Load ``first``'s base once and wrap ``targets`` (every module any member may adapt) for a group that trains
-    at most ``max_live`` trials at once (None: every trial offered)."""
+    at most ``max_live`` trials at once (None: every trial offered); ``cuda_graphs``: a ``stacked`` group on a GPU
+    replays its steps as CUDA graphs (:mod:`trainer.group.step_graphs`)."""
     import torch
 
     from trainer.backends import load_model, torch_dtype
@@ -123,7 +124,8 @@ def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", atten
     ensure_pad_token(tokenizer)  # the group pads its stack before any member's data sets the template
     model.set_attn_implementation(attention or DEFAULT_ATTENTION[device])
     dtype = torch_dtype(first.model, device)
-    trainer = new_group_trainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None)
+    trainer = new_group_trainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None,
+                                **({"cuda_graphs": True} if cuda_graphs else {}))
     return GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began, model=first.model,
                     max_live=max_live)
 
@@ -324,6 +326,9 @@ class GroupRun:
                 traceback.print_exc()
                 self._leave(member, single._failure(error))
         self.ledger.count(steps=1, member_steps=len(stepped), tokens=sum(batch.tokens for _, batch, _ in stepped))
+        graphs = getattr(self.trainer, "graphs", None)
+        if graphs is not None:
+            self.ledger.set(graph_captures=graphs.captures, graph_replays=graphs.replays)
         done = [m for m in done if m in self.live]
         stage_logs(done)
         # who evaluates, ends or stops now reports first (its events in step order, its checkpoint and result

@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", choices=["eager", "sdpa"], help="as python -m trainer.group")
     parser.add_argument("--max-live", type=int, help="trials training at once (default: every trial handed over); "
                                                      "the others wait to join")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="stacked, on a GPU: replay each step shape as a CUDA graph (trainer.group.step_graphs)")
     parser.add_argument("--folder", type=Path, help="the worker's folder under the study (its log and ledger)")
     args = parser.parse_args(argv)
     # every step of a group has a shape of its own (its members' rows): grown segments instead of cached blocks
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     requests: queue.Queue = queue.Queue()
     threading.Thread(target=_read_requests, args=(sys.stdin, requests), name="requests", daemon=True).start()
     serve(requests, args.targets.split(","), args.matmul, args.attention, args.max_live,
-          args.folder / LEDGER_FILE if args.folder else None)
+          args.folder / LEDGER_FILE if args.folder else None, args.cuda_graphs)
     return 0
 
 
@@ -67,7 +69,7 @@ def _read_requests(stream, requests: queue.Queue) -> None:
 
 
 def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", attention: str | None = None,
-          max_live: int | None = None, ledger_path: Path | None = None) -> None:
+          max_live: int | None = None, ledger_path: Path | None = None, cuda_graphs: bool = False) -> None:
     """Train the requested trials as one group until the requests end and every trial has its result."""
     from trainer.group.run_group import TrialFolder, end_unstarted, open_group, unopened_result
     from trainer.spec import TrialSpec
@@ -86,7 +88,7 @@ def serve(requests: queue.Queue, targets: list[str], matmul: str = "loop", atten
             folder = TrialFolder(TrialSpec.read(Path(request["spec"])), env=request.get("env", {}))
             if group is None:
                 try:
-                    group = open_group(folder.spec, targets, matmul, attention, max_live)
+                    group = open_group(folder.spec, targets, matmul, attention, max_live, cuda_graphs)
                 except Exception as error:  # no base: this trial ends with the reason; the next request tries again
                     end_unstarted(folder, unopened_result(error))
                     continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -35,6 +36,7 @@ from trainer.group.packed_rows import PackedLayout, attending_packed, pack
 from trainer.group.slot_copy import SlotCopy
 from trainer.group.stacked_adamw import SlotOptimizer, step_slots
 from trainer.group.stacked_lora import SlotStack, StackedRows
+from trainer.group.step_graphs import LABEL_MULTIPLE, LENGTH_MULTIPLE, LONGEST_MULTIPLE, StepGraphs
 from trainer.spec import TrialSpec
 
 EVAL_TOKENS = 1 << 17  # tokens (padding included) of one evaluation forward: no gradients, so several steps' worth
@@ -51,7 +53,8 @@ class StackedGroupTrainer(GroupTrainer):
     ``loss_chunk`` computes the loss through the output layer that many tokens at a time without
     keeping their logits (:mod:`trainer.group.chunked_loss`; memory for a large vocabulary), or None;
     ``packed`` lays each member's rows end to end without padding (:mod:`trainer.group.packed_rows`),
-    else each row is padded to the step's longest row.
+    else each row is padded to the step's longest row; ``cuda_graphs`` replays each step shape's kernels as
+    a CUDA graph on a GPU when every slot of the stack trains (:mod:`trainer.group.step_graphs`).
     """
 
     holds_adapters = True
@@ -59,11 +62,13 @@ class StackedGroupTrainer(GroupTrainer):
     def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
                  length_multiple: int = 1, compile_mode: str | None = None,
                  activation_checkpointing: bool = False, loss_chunk: int | None = None,
-                 packed: bool = True) -> None:
+                 packed: bool = True, cuda_graphs: bool = False) -> None:
         if length_multiple < 1:
             raise ValueError(f"length_multiple must be at least 1, but got {length_multiple=}")
         if loss_chunk is not None and loss_chunk < 1:
             raise ValueError(f"loss_chunk must be at least 1 (or None), but got {loss_chunk=}")
+        if cuda_graphs and compile_mode is not None:
+            raise ValueError(f"cuda_graphs and compile_mode {compile_mode!r}: choose one way to capture the step")
         if activation_checkpointing:
             _enable_checkpointing(model)
         super().__init__(model, pad_id, targets, "stacked", autocast)
@@ -74,6 +79,8 @@ class StackedGroupTrainer(GroupTrainer):
         self.compiled = compile_mode is not None
         if self.compiled:
             self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
+        # CUDA graphs of the training step, on a GPU (trainer.group.step_graphs)
+        self.graphs = StepGraphs(self.device) if cuda_graphs else None
         self._indices: dict[tuple[int, ...], torch.Tensor] = {}
         self.held = HeldAdapters(self.stack)
 
@@ -104,23 +111,24 @@ class StackedGroupTrainer(GroupTrainer):
     def train_step(self) -> list[tuple[Member, object, WindowLoss | None]]:
         """One forward, backward and optimizer step for every member; each member's window loss once it stepped."""
         members = sorted(self.members, key=lambda m: m.slot)
+        slots = [m.slot for m in members]
+        graphed = self._graphed(len(members))
         with torch.profiler.record_function(HOST_INPUTS):
             batches = [m.next_batch() for m in members]
-            ids, mask, targets, layout = self._inputs([(b.input_ids, b.attention_mask, b.labels) for b in batches],
-                                                      [b.items for b in batches])
-        rows = self._rows([m.slot for m in members])
+            parts = [(b.input_ids, b.attention_mask, b.labels) for b in batches]
+            divisors = [b.items for b in batches]
+            if graphed and len(slots) < self.stack.capacity:  # a graph has every slot: the empty ones without labels
+                parts, divisors = self._every_slot(slots, parts, divisors)
+                slots = list(range(self.stack.capacity))
+            inputs = self._inputs(parts, divisors, static=graphed)
+        rows = self._rows(slots)
         self.model.train()
-        # the backward too: gradient checkpointing runs the layers again in it
-        with self.routing.stack(rows), self._attending(layout):
-            with self._autocast():
-                losses = self._losses(ids, mask, targets, len(members))
-            with _flat_gradients():
-                losses.sum().backward()
-        window = self.stack.window_loss
-        if rows.index is None:
-            window.add_(losses.detach())
+        if graphed:
+            owner = (self.stack.weights.data_ptr(), self.stack.scale.data_ptr(), self.stack.window_loss.data_ptr())
+            self.graphs.run(inputs.key, inputs.host, lambda sent: self._forward_backward(inputs, sent, rows), owner)
         else:
-            window.index_add_(0, rows.index, losses.detach())
+            self._forward_backward(inputs, [to_device(t, self.device) for t in inputs.host], rows)
+        window = self.stack.window_loss
         due = [m for m, b in zip(members, batches, strict=True) if b.last]
         if not due:
             return [(m, b, None) for m, b in zip(members, batches, strict=True)]
@@ -130,6 +138,43 @@ class StackedGroupTrainer(GroupTrainer):
         window.mul_(keep)
         return [(m, b, WindowLoss(summed, m.slot) if b.last else None)
                 for m, b in zip(members, batches, strict=True)]
+
+    def _graphed(self, members: int) -> bool:
+        """Whether this step of ``members`` runs as a CUDA graph: with every slot of the stack training, and on while
+        at least 7 in 8 do (the empty ones padded); below that, eager steps (the graphs' memory given back) until
+        every slot trains again."""
+        graphs, capacity = self.graphs, self.stack.capacity
+        if graphs is None or graphs.failed is not None:  # none asked for, or given up: plain eager steps
+            return False
+        if members == capacity:
+            graphs.active = True
+        elif graphs.active and members * 8 < capacity * 7:
+            graphs.active = False
+            graphs.release()
+        return graphs.active
+
+    def _every_slot(self, slots: list[int], parts: list[tuple], divisors: list[int]) -> tuple[list, list]:
+        """``parts`` and ``divisors`` of the members in ``slots`` with a part for every empty slot of the stack: one
+        pad token with no label (its block's loss and its slot's gradients are zero; the slot's adapter is zero)."""
+        empty = (torch.full((1, 1), self.pad_id), torch.ones((1, 1), dtype=torch.long), torch.full((1, 1), IGNORE))
+        mine = dict(zip(slots, zip(parts, divisors, strict=True), strict=True))
+        every = [mine.get(slot, (empty, 1)) for slot in range(self.stack.capacity)]
+        return [part for part, _ in every], [divisor for _, divisor in every]
+
+    def _forward_backward(self, inputs: StepInputs, sent: list[torch.Tensor], rows: StackedRows) -> None:
+        """The step's forward and backward on ``inputs`` (its host tensors ``sent`` to the device): gradients into
+        the stack's, each block's loss into its slot's window loss. No host work waits on the GPU (a CUDA graph)."""
+        ids, targets, layout = inputs.on_device(*sent)
+        # the backward too: gradient checkpointing runs the layers again in it
+        with self.routing.stack(rows), self._attending(layout):
+            with self._autocast():
+                losses = self._losses(ids, targets, rows.count)
+            with _flat_gradients():
+                losses.sum().backward()
+        if rows.index is None:
+            self.stack.window_loss.add_(losses.detach())
+        else:
+            self.stack.window_loss.index_add_(0, rows.index, losses.detach())
 
     def evaluate(self, members: list[Member]) -> list[float]:
         """Eval loss of each of ``members`` (each batch's token mean, weighted by its rows): every eval batch of
@@ -169,26 +214,29 @@ class StackedGroupTrainer(GroupTrainer):
             batches = [batch for _, _, batch in chunk]
             with torch.profiler.record_function(HOST_INPUTS):
                 counts = [int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in batches]
-                ids, mask, targets, layout = self._inputs(batches, counts)
+                inputs = self._inputs(batches, counts)
+            ids, targets, layout = inputs.on_device(*[to_device(t, self.device) for t in inputs.host])
             with self.routing.stack(self._rows([row for row, _, _ in chunk], scale)), self._attending(layout), \
                     self._autocast():
-                means = self._losses(ids, mask, targets, len(chunk)).tolist()
+                means = self._losses(ids, targets, len(chunk)).tolist()
             for (_, k, (ids_k, _, _)), mean in zip(chunk, means, strict=True):
                 sums[k] += mean * ids_k.shape[0]
                 rows[k] += ids_k.shape[0]
         self.model.train()
         return [s / n for s, n in zip(sums, rows, strict=True)]
 
-    def _inputs(self, parts: list[tuple[torch.Tensor, ...]], divisors: list[int]) -> tuple:
-        """The stacked ``input_ids`` and ``attention_mask`` (padded) or ``position_ids`` (packed), on the CPU, of
-        ``(ids, mask, labels)`` per member; on the device in one copy: ``(member, its n-th token, row, position,
-        label)`` of every label token and each member's divisor (its loss is its summed token loss over it),
-        then the most tokens of a member; and the packed attention layout on the device (padded: None)."""
+    def _inputs(self, parts: list[tuple[torch.Tensor, ...]], divisors: list[int], static: bool = False) -> StepInputs:
+        """The step's inputs on the host (:class:`StepInputs`) from ``(ids, mask, labels)`` per member and each
+        member's divisor (its loss is its summed token loss over it). ``static``: padded to few shapes for a CUDA
+        graph (:mod:`trainer.group.step_graphs`): the pack length and the attention's rows to multiples, the label
+        tokens to a multiple with entries that have no label (a zero loss and gradient)."""
+        multiple = max(self.length_multiple, LENGTH_MULTIPLE) if static else self.length_multiple
         if self.packed:
-            packed = pack([(ids, mask) for ids, mask, _ in parts], self.pad_id, self.length_multiple)
+            packed = pack([(ids, mask) for ids, mask, _ in parts], self.pad_id, multiple,
+                          LONGEST_MULTIPLE if static else 1)
             ids, second, layout = packed.ids, packed.positions, packed.layout
         else:
-            (ids, second), layout = self._padded([(ids, mask) for ids, mask, _ in parts]), None
+            (ids, second), layout = self._padded([(ids, mask) for ids, mask, _ in parts], multiple), None
         rows = 1 if self.packed else max(part[0].shape[0] for part in parts)
         positions = []
         for k, (_, _, labels) in enumerate(parts):
@@ -199,22 +247,24 @@ class StackedGroupTrainer(GroupTrainer):
                 row, col = torch.zeros_like(row), col + packed.starts[k][row]
             positions.append(torch.stack([torch.full_like(row, k), torch.arange(len(row)), row + k * rows, col,
                                           label]))
+        most = max(p.shape[1] for p in positions)
+        if static:  # entries at place ``most`` (no member has as many label tokens as its tokens): summed by none
+            most = ids.shape[1] * rows
+            extra = -sum(p.shape[1] for p in positions) % LABEL_MULTIPLE
+            positions.append(torch.tensor([0, most, 0, 0, 0])[:, None].expand(5, extra))
         joined = torch.cat(positions, dim=1)
         tail = [torch.tensor(divisors)] + ([layout.grid, layout.back] if layout is not None else [])
-        sent = to_device(torch.cat([joined.reshape(-1)] + tail), self.device)
-        most = max(p.shape[1] for p in positions)
-        n, d = joined.numel(), len(divisors)
-        if layout is not None:
-            grid = sent[n + d:n + d + layout.grid.numel()]
-            layout = PackedLayout(grid, sent[n + d + grid.numel():], layout.rows, layout.longest)
-        return ids, second, (sent[:n].view(5, -1), sent[n:n + d], most), layout
+        sent = torch.cat([joined.reshape(-1)] + tail)
+        shape = (joined.shape[1], len(divisors), most, layout.rows if layout else 0, layout.longest if layout else 0)
+        return StepInputs(torch.stack([ids, second]), sent, shape)
 
-    def _padded(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _padded(self, parts: list[tuple[torch.Tensor, torch.Tensor]], multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` ``[count * rows, length]``: each member's rows padded to the same
-        rows (dummy rows attend to one position: a row attending to none gives NaN in some kernels) and length."""
+        rows (dummy rows attend to one position: a row attending to none gives NaN in some kernels) and length
+        (a multiple of ``multiple``)."""
         count = len(parts)
         rows = max(ids.shape[0] for ids, _ in parts)
-        length = math.ceil(max(ids.shape[1] for ids, _ in parts) / self.length_multiple) * self.length_multiple
+        length = math.ceil(max(ids.shape[1] for ids, _ in parts) / multiple) * multiple
         ids = torch.full((count, rows, length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((count, rows, length), dtype=torch.long)
         mask[:, :, 0] = 1
@@ -224,22 +274,22 @@ class StackedGroupTrainer(GroupTrainer):
         return ids.view(-1, length), mask.view(-1, length)
 
     def _hidden(self, ids: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """The decoder's last hidden states: of the padded rows (``second``: attention mask) or of the packs
-        (``second``: position ids; the attention is :func:`trainer.group.packed_rows.packed_attention`)."""
+        """The decoder's last hidden states (inputs on the device): of the padded rows (``second``: attention mask)
+        or of the packs (``second``: position ids; the attention is :func:`trainer.group.packed_rows.packed_attention`)."""
         if not self.packed:
-            return super()._hidden(ids, second)
-        ids, positions = to_device(torch.stack([ids, second]), self.device)
-        return self.decoder(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
+            return self.decoder(input_ids=ids, attention_mask=second, use_cache=False).last_hidden_state
+        return self.decoder(input_ids=ids, position_ids=second, use_cache=False).last_hidden_state
 
     def _attending(self, layout: PackedLayout | None):
         return nullcontext() if layout is None else attending_packed(self.decoder.config, layout)
 
-    def _losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
-        """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``."""
+    def _losses(self, ids: torch.Tensor, targets: tuple, count: int) -> torch.Tensor:
+        """Each member's summed token cross-entropy over its label tokens divided by its divisor, as ``[count]``
+        (``ids``: the input ids and the position ids or attention mask, stacked)."""
         (member, place, row, col, label), divisors, most = targets
         if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
             torch.compiler.cudagraph_mark_step_begin()
-        hidden = self._hidden(ids, mask)[row, col]
+        hidden = self._hidden(ids[0], ids[1])[row, col]
         if self.loss_chunk is None and torch.is_grad_enabled():
             token = F.cross_entropy(self.head(hidden).float(), label, reduction="none")
         else:  # an evaluation forward holds many batches: their logits a chunk at a time (a 128k vocabulary)
@@ -247,7 +297,9 @@ class StackedGroupTrainer(GroupTrainer):
                                        self.loss_chunk or EVAL_LOSS_CHUNK)
         # each member's token losses in a row of their own, then summed along it: the same sums on every run
         # (index_add's atomic adds on a GPU land in any order)
-        return token.new_zeros(count, most).index_put((member, place), token).sum(1) / divisors.clamp(min=1)
+        # (place ``most``: a padded step's entries without a label, summed by no member)
+        summed = token.new_zeros(count, most + 1).index_put((member, place), token)[:, :most].sum(1)
+        return summed / divisors.clamp(min=1)
 
     def _rows(self, slots: list[int], scale: torch.Tensor | None = None) -> StackedRows:
         """The layout of a batch stacked in ``slots``' order (already sorted); ``scale``: the scalings of the rows
@@ -262,6 +314,35 @@ class StackedGroupTrainer(GroupTrainer):
             self._indices[key] = to_device(torch.tensor(slots), self.device)
         index = self._indices[key]
         return StackedRows(len(slots), index, scale.index_select(0, index).view(-1, 1, 1))
+
+
+class StepInputs(NamedTuple):
+    """A step's inputs on the host: ``ids`` (``[2, rows, length]``: the input ids and the position ids of the packs
+    or the attention mask of the padded rows) and ``sent`` (one flat tensor: ``(member, its n-th token, row,
+    position, label)`` of every label token, each member's divisor, then the packed attention layout), and
+    ``shape`` (sizes of the parts of ``sent``: label entries, members, the most label tokens of a member, the
+    attention's rows and their length). ``key``: what a CUDA graph of the step is captured for."""
+
+    ids: torch.Tensor
+    sent: torch.Tensor
+    shape: tuple[int, int, int, int, int]
+
+    @property
+    def host(self) -> list[torch.Tensor]:
+        return [self.ids, self.sent]
+
+    @property
+    def key(self) -> tuple:
+        return tuple(self.ids.shape) + self.shape
+
+    def on_device(self, ids: torch.Tensor, sent: torch.Tensor) -> tuple:
+        """``(ids, (label entries [5, n], divisors, most), layout or None)`` from the device copies of :attr:`host`."""
+        n, d, most, rows, longest = self.shape
+        targets = (sent[:5 * n].view(5, -1), sent[5 * n:5 * n + d], most)
+        if not rows:
+            return ids, targets, None
+        grid = sent[5 * n + d:5 * n + d + rows * longest]
+        return ids, targets, PackedLayout(grid, sent[5 * n + d + rows * longest:], rows, longest)
 
 
 def _token_chunks(parts: list[tuple], most: int) -> list[list[tuple]]:

@@ -173,13 +173,14 @@ def test_bucketed_lengths_checkpointing_and_a_chunked_loss_train_the_same_to_rou
 def test_bucketed_lengths_are_multiples(tmp_path):
     trainer = group(tmp_path, [{"r": 4}], length_multiple=16, packed=False)
     batch = trainer.members[0].next_batch()
-    ids, mask, _, layout = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)], [batch.items])
+    inputs = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)], [batch.items])
+    (ids, mask), layout = inputs.ids, inputs.on_device(*inputs.host)[2]
     assert ids.shape == (4, 32) and batch.length < 32 and torch.equal(ids[:, :batch.length], batch.input_ids)
     assert not mask[:, batch.length:].any() and layout is None
 
     trainer.packed = True  # each member's rows end to end, the pack's length a multiple too
-    ids, positions, _, layout = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)],
-                                                [batch.items])
+    inputs = trainer._inputs([(batch.input_ids, batch.attention_mask, batch.labels)], [batch.items])
+    ids, layout = inputs.ids[0], inputs.on_device(*inputs.host)[2]
     assert ids.shape == (1, -(-batch.tokens // 16) * 16) and layout.rows == 4
     assert torch.equal(ids[0, :batch.tokens], batch.input_ids[batch.attention_mask.bool()])
 
