@@ -26,7 +26,9 @@ from sweep.errors import UserError
 
 QUERY = ["nvidia-smi", "--query-gpu=index,memory.free,memory.total", "--format=csv,noheader,nounits"]
 AUTO_MAX_PER_GPU = 8  # beyond a few processes a GPU gains little (4 gave 8% more than 2 on an H100)
-AUTO_MAX_GROUP = 32  # trials in one group worker (bench/fill_gpu.py measured up to 32 on an H200)
+# trials in one group worker: on an H200 a whole sweep of SmolLM2 trained 72,000 tokens/s with 48 at once against
+# 54,000 with 32 (bench/sweep_throughput.py, docs/BENCHMARKS.md), at 100 GB of its 143; 64 not yet in a whole sweep
+AUTO_MAX_GROUP = 48
 FREE_MEMORY_USED = 0.9  # leave a tenth of the free memory for fragmentation and other processes
 
 

@@ -92,8 +92,9 @@ def test_auto_runs_no_more_trainers_than_cores_unless_they_share_a_process(tmp_p
     assert plan_capacity("all", "auto", lambda: 2.0, cpus=6) == {"0": 3, "1": 3}
     assert "6 CPU cores for 2 GPU(s)" in capsys.readouterr().out
     assert plan_capacity("all", "auto", lambda: 2.0, cpus=64) == {"0": 8, "1": 8}
-    # one group worker per GPU: memory alone, up to 32 trials
-    assert plan_capacity("all", "auto", lambda: 2.0, grouped=True, cpus=6) == {"0": 32, "1": 32}
+    # one group worker per GPU: memory alone, up to 48 trials
+    assert plan_capacity("all", "auto", lambda: 2.0, grouped=True, cpus=6) == {"0": 48, "1": 48}
+    assert plan_capacity("all", "auto", lambda: 4.0, grouped=True, cpus=6) == {"0": 30, "1": 30}
 
 
 def test_memory_estimate_errs_high_against_h100_measurements(tmp_path):
