@@ -205,8 +205,10 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
                    "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk,
                    "packed": not args.padded, "cuda_graphs": args.cuda_graphs}
-    trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, torch.bfloat16 if cuda else None,
-                                **options)
+    autocast = torch.bfloat16 if cuda else None
+    if getattr(args, "autocast_bf16", False):  # bench/group_ops.py: a bf16 base under autocast, as on a GPU
+        model, autocast = model.to(torch.bfloat16), torch.bfloat16
+    trainer = new_group_trainer(model, tokenizer.pad_token_id, TARGETS, matmul, autocast, **options)
     folder = scratch("fill-gpu-")
     for i in range(k):
         spec = TrialSpec.model_validate({

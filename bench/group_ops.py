@@ -52,7 +52,7 @@ def count_ops(args, k: int, matmul: str) -> dict:
     for e in kernels:
         names[e.name] = names.get(e.name, 0) + 1
     top = sorted(names.items(), key=lambda item: -item[1])[:args.top]
-    return {"run": f"K={k} {matmul}", "k": k, "matmul": matmul, "ops_per_step": len(events) / args.steps,
+    return {"run": f"K={k} {matmul}" + (" autocast bf16" if args.autocast_bf16 else ""), "k": k, "matmul": matmul, "ops_per_step": len(events) / args.steps,
             "kernels_per_step": len(kernels) / args.steps, "top_kernels": {n: c / args.steps for n, c in top}}
 
 
@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-tokens", type=int, default=24, help="synthetic rows: mean tokens a row")
     p.add_argument("--r", type=int, default=8, help="LoRA rank")
     p.add_argument("--top", type=int, default=8, help="most frequent kernels to list")
+    p.add_argument("--autocast-bf16", action="store_true",
+                   help="a bfloat16 base, steps under torch.autocast to bfloat16, as a group trains on a GPU")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p
 

@@ -13,11 +13,12 @@ The padding stays zero in training: a padded row j of ``A`` and column j of ``B`
 and ``dy^T (x A[j]^T)`` are zero, AdamW's moments stay zero, the update ``0 / (0 + eps)`` is zero
 and the weight decay of zero is zero. A layer a member does not adapt is all padding for its slot.
 
-The A and B of every layer are views of one flat ``[S, N]`` tensor, and each parameter's ``.grad``
-a view of one flat gradient tensor, set once: autograd adds every layer's gradient into it in
-place, so the optimizer and each slot's gradient clipping (:mod:`trainer.group.stacked_adamw`)
-are a dozen kernels over four ``[S, N]`` tensors (weights, gradients, AdamW's two moments) instead
-of a few hundred per member.
+The A and B of every layer are views of one flat ``[S, N]`` tensor (the compute copy of the float
+weights, B scaled: :class:`SlotStack`), and each parameter's ``.grad`` a view of one flat gradient
+tensor, set once: autograd adds every layer's gradient into it in place, then two kernels add it
+into the float gradients, so the optimizer and each slot's gradient clipping
+(:mod:`trainer.group.stacked_adamw`) are a dozen kernels over four ``[S, N]`` tensors (weights,
+gradients, AdamW's two moments) instead of a few hundred per member.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainer.group.multi_lora import MultiLoraLinear
+
+FOLD_NUMBERS = 1 << 27  # numbers of the float copy of scaled B gradients that fold_gradients holds at once
 
 
 class StackedRows(NamedTuple):
@@ -42,10 +45,11 @@ class StackedRows(NamedTuple):
 
 
 class LayerStack:
-    """One layer's part of the stack: its ``A`` and ``B`` parameters of every slot."""
+    """One layer's part of the stack: its ``A`` and ``B`` of every slot; ``scaled``: B already carries each slot's
+    LoRA scaling (the stack's compute copy), else it is applied here from the rows' scalings (held copies)."""
 
-    def __init__(self, a: nn.Parameter, b: nn.Parameter, stack: SlotStack) -> None:
-        self.a, self.b, self.stack = a, b, stack
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, stack: SlotStack, scaled: bool = False) -> None:
+        self.a, self.b, self.stack, self.scaled = a, b, stack, scaled
 
     def forward(self, x: torch.Tensor, result: torch.Tensor, rows: StackedRows) -> torch.Tensor:
         """``result`` (the base layer's output) plus each block's own adapter update, as one tensor."""
@@ -53,7 +57,7 @@ class LayerStack:
         if rows.index is not None:
             a, b = a.index_select(0, rows.index), b.index_select(0, rows.index)
         # the scaling goes onto B (out x r per slot) rather than onto the output (rows x out per slot)
-        return blocks_update(x, result, a, b * rows.scale)
+        return blocks_update(x, result, a, b if self.scaled else b * rows.scale)
 
 
 def blocks_update(x: torch.Tensor, result: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -82,16 +86,28 @@ class SlotStack:
     :meth:`add` and emptied with :meth:`clear`. ``steps[slot]`` is the slot's optimizer step count
     (members join at different steps), ``scale`` the slots' LoRA scalings on the device and
     ``window_loss`` each slot's summed loss over its optimizer step so far.
+
+    The layers compute with a copy of the weights in ``compute_dtype`` (the autocast dtype: what
+    autocast would cast them to), each B times its slot's scaling, made once a step by
+    :meth:`refresh`; its gradients, in that dtype too, are added into the float gradients by
+    :meth:`fold_gradients` (B's times the scaling: the chain rule through the copy). The same numbers as
+    casting and scaling in every layer's forward and backward, without a few kernels each a layer.
+    Every layer's A come first in a row of the flat tensors, then every B, so that both are two
+    kernels over the stack.
     """
 
-    def __init__(self, layers: dict[str, MultiLoraLinear], device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, layers: dict[str, MultiLoraLinear], device: torch.device, dtype: torch.dtype,
+                 compute_dtype: torch.dtype | None = None) -> None:
         self.layers, self.device, self.dtype = layers, device, dtype
+        self.compute_dtype = compute_dtype or dtype
         self.capacity = self.rank = 0
         self.ranks: dict[int, int] = {}
         self.adapted: dict[int, list[str]] = {}
         self.steps: list[int] = []
         empty = torch.zeros(0, 0, device=device, dtype=dtype)
         self.weights, self.grads, self.exp_avg, self.exp_avg_sq = empty, empty.clone(), empty.clone(), empty.clone()
+        self.compute = torch.zeros(0, 0, device=device, dtype=self.compute_dtype)
+        self.compute_grads = self.compute.clone()
         self.scale = torch.zeros(0, device=device, dtype=dtype)
         self.window_loss = torch.zeros(0, device=device, dtype=torch.float32)
 
@@ -103,18 +119,43 @@ class SlotStack:
         """Numbers per slot with every layer at ``rank``."""
         return rank * sum(layer.in_features + layer.out_features for layer in self.layers.values())
 
+    def a_width(self, rank: int) -> int:
+        """Numbers per slot of every layer's A at ``rank``: where the B begin in a row."""
+        return rank * sum(layer.in_features for layer in self.layers.values())
+
     def views(self, flat: torch.Tensor, rank: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(A, B)`` of each layer as views of ``flat`` (``[slots, width(rank)]``), in model order."""
+        """``(A, B)`` of each layer as views of ``flat`` (``[slots, width(rank)]``: every A, then every B), in
+        model order."""
         rank = self.rank if rank is None else rank
-        pairs, start = [], 0
+        pairs, a_start, b_start = [], 0, self.a_width(rank)
         for layer in self.layers.values():
             n_in, n_out = layer.in_features, layer.out_features
-            a = flat[:, start:start + rank * n_in].view(len(flat), rank, n_in)
-            start += rank * n_in
-            b = flat[:, start:start + n_out * rank].view(len(flat), n_out, rank)
-            start += n_out * rank
+            a = flat[:, a_start:a_start + rank * n_in].view(len(flat), rank, n_in)
+            a_start += rank * n_in
+            b = flat[:, b_start:b_start + n_out * rank].view(len(flat), n_out, rank)
+            b_start += n_out * rank
             pairs.append((a, b))
         return pairs
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """The compute copy from the weights as they are now: every A, and every B times its slot's scaling."""
+        split = self.a_width(self.rank)
+        self.compute[:, :split].copy_(self.weights[:, :split])
+        torch.mul(self.weights[:, split:], self.scale[:, None], out=self.compute[:, split:])
+
+    @torch.no_grad()
+    def fold_gradients(self) -> None:
+        """Add the compute copy's gradients into the float gradients, B's times their slot's scaling, and zero them.
+        (The scaled B's gradient in float a few slots at a time: its float copy of all slots is as large as the
+        stack's weights.)"""
+        split, grads, mine = self.a_width(self.rank), self.grads, self.compute_grads
+        grads[:, :split].add_(mine[:, :split])
+        step = max(1, FOLD_NUMBERS // max(1, grads.shape[1] - split))
+        for first in range(0, self.capacity, step):
+            part = slice(first, first + step)
+            grads[part, split:].add_(mine[part, split:] * self.scale[part, None])
+        mine.zero_()
 
     def grow(self, capacity: int, rank: int) -> None:
         """Room for ``capacity`` slots of rank ``rank``: new buffers holding the old values, and new parameters."""
@@ -127,15 +168,18 @@ class SlotStack:
             copy_ranks(self, new, rank, old, self.rank)
             grown.append(new)
         self.weights, self.grads, self.exp_avg, self.exp_avg_sq = grown
+        # made anew from the weights before each forward (refresh); its gradients are zero between steps
+        self.compute = torch.zeros(capacity, self.width(rank), device=self.device, dtype=self.compute_dtype)
+        self.compute_grads = torch.zeros_like(self.compute)
         self.scale = F.pad(self.scale, (0, capacity - self.capacity))
         self.window_loss = F.pad(self.window_loss, (0, capacity - self.capacity))
         self.steps += [0] * (capacity - self.capacity)
         self.capacity, self.rank = capacity, rank
-        for layer, (a, b), (grad_a, grad_b) in zip(self.layers.values(), self.views(self.weights),
-                                                   self.views(self.grads), strict=True):
+        for layer, (a, b), (grad_a, grad_b) in zip(self.layers.values(), self.views(self.compute),
+                                                   self.views(self.compute_grads), strict=True):
             a, b = nn.Parameter(a), nn.Parameter(b)
-            a.grad, b.grad = grad_a, grad_b  # autograd adds into the flat gradient buffer
-            layer.stack = LayerStack(a, b, self)
+            a.grad, b.grad = grad_a, grad_b  # autograd adds into the compute copy's flat gradient buffer
+            layer.stack = LayerStack(a, b, self, scaled=True)
 
     @torch.no_grad()
     def add(self, slot: int, weights: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float) -> None:

@@ -74,7 +74,9 @@ class StackedGroupTrainer(GroupTrainer):
         super().__init__(model, pad_id, targets, "stacked", autocast)
         weight = next(model.parameters())
         # adapters train in float32 beside a 16-bit base, as PEFT keeps them (multi_lora.add_adapter)
-        self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32)
+        # (its layers compute in the autocast dtype: the copy that autocast would cast to at every layer, made once)
+        self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32,
+                               autocast)
         self.length_multiple, self.loss_chunk, self.packed = length_multiple, loss_chunk, packed
         self.compiled = compile_mode is not None
         if self.compiled:
@@ -165,12 +167,14 @@ class StackedGroupTrainer(GroupTrainer):
         """The step's forward and backward on ``inputs`` (its host tensors ``sent`` to the device): gradients into
         the stack's, each block's loss into its slot's window loss. No host work waits on the GPU (a CUDA graph)."""
         ids, targets, layout = inputs.on_device(*sent)
+        self.stack.refresh()  # the layers' compute copy of the weights the optimizer stepped
         # the backward too: gradient checkpointing runs the layers again in it
         with self.routing.stack(rows), self._attending(layout):
             with self._autocast():
                 losses = self._losses(ids, targets, rows.count)
             with _flat_gradients():
                 losses.sum().backward()
+        self.stack.fold_gradients()
         if rows.index is None:
             self.stack.window_loss.add_(losses.detach())
         else:
@@ -180,6 +184,7 @@ class StackedGroupTrainer(GroupTrainer):
         """Eval loss of each of ``members`` (each batch's token mean, weighted by its rows): every eval batch of
         every member stacked in as few forwards as ``EVAL_TOKENS`` allows (a member's batches go through its
         own adapter, each as a block of its own)."""
+        self.stack.refresh()
         return self._evaluate([(m.slot, m.eval_data) for m in members], self.stack.scale)
 
     def reserve(self, slots: int) -> None:

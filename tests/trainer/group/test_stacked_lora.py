@@ -192,3 +192,22 @@ def test_a_stacked_step_dispatches_as_many_kernels_for_eight_trials_as_for_one()
     assert all(abs(n - stacked[0]) <= 0.05 * stacked[0] for n in stacked), stacked
     loop = [count_ops(args, k, "loop")["kernels_per_step"] for k in (1, 2)]
     assert loop[1] > 1.5 * loop[0] and stacked[0] < loop[0]
+
+
+def test_the_layers_compute_with_the_weights_b_scaled_and_their_gradients_reach_the_float_ones(tmp_path):
+    """The stack's compute copy (what every adapted layer multiplies by) is each slot's A and its B times the
+    slot's LoRA scaling, made from the weights the optimizer stepped; its gradients are folded into the float
+    gradients with the chain rule through the scaling, then zeroed."""
+    trainer = group(tmp_path, [{"r": 4}, {"r": 8, "targets": ["q_proj", "v_proj"]}])
+    steps(trainer, 2)
+    stack = trainer.stack
+    stack.refresh()
+    for (a, b), (ca, cb) in zip(stack.views(stack.weights), stack.views(stack.compute), strict=True):
+        assert torch.equal(ca, a) and torch.equal(cb, b * stack.scale[:, None, None])
+    stack.grads.zero_()
+    stack.compute_grads.normal_()
+    given = stack.compute_grads.clone()
+    stack.fold_gradients()
+    for (ga, gb), (ca, cb) in zip(stack.views(stack.grads), stack.views(given), strict=True):
+        assert torch.equal(ga, ca) and torch.equal(gb, cb * stack.scale[:, None, None])
+    assert not stack.compute_grads.any()
