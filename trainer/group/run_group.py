@@ -18,7 +18,7 @@ import os
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trainer.run_trial as single
@@ -36,6 +36,28 @@ from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE, STOP_FILE
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
 HOLD_STEPS = 8  # group steps a held evaluation waits at most (its trial's pruner hears of it that much later)
+
+
+@dataclass
+class SectionData:
+    """What the members of one data section share: its train and eval items, eval rows and format, each train
+    row's predicted labels, and its eval batches by batch size (made at the first member that asks)."""
+
+    train: list
+    evaluation: list
+    eval_rows: list
+    fmt: str
+    predicted: list[int]
+    batches: dict[int, list] = field(default_factory=dict)
+
+    def eval_batches(self, size: int, pad_id: int) -> list:
+        if size not in self.batches:
+            self.batches[size] = eval_batches(self.evaluation, size, pad_id)
+        return self.batches[size]
+
+    @property
+    def rows_and_format(self) -> tuple:
+        return self.eval_rows, self.fmt
 
 
 @dataclass(eq=False)
@@ -171,9 +193,7 @@ class GroupRun:
         self.live: dict = {}
         self.waiting: deque[TrialFolder] = deque()
         self.parked: list[Parked] = []
-        self.data: dict[str, tuple] = {}
-        self.predicted: dict[str, list[int]] = {}
-        self.eval_data: dict[tuple[str, int], list] = {}
+        self.data: dict[str, SectionData] = {}  # by data section: what its members share, made once
         self.checkpoints = CheckpointWriter()
         self.ledger = Ledger()
 
@@ -240,28 +260,22 @@ class GroupRun:
         folder.events.emit(Phase(name="model", seconds=self.loaded))
         if spec.training.packing:
             raise single.BadInput("training.packing: the grouped backend stacks rows unpacked; set packing to false")
-        train, evaluation, _, fmt = self._encoded(spec)
-        t = spec.training
-        key = spec.data.model_dump_json()  # what members of one data section share, computed once
-        if key not in self.predicted:
-            self.predicted[key] = [predicted_labels(row) for row in train]
-        order = TrainOrder(train, t.per_device_train_batch_size, t.gradient_accumulation_steps, t.num_train_epochs,
-                           t.max_steps, t.seed, pad, self.predicted[key])
-        if (key, t.per_device_eval_batch_size) not in self.eval_data:
-            self.eval_data[key, t.per_device_eval_batch_size] = eval_batches(evaluation, t.per_device_eval_batch_size,
-                                                                             pad)
+        data, t = self._encoded(spec), spec.training
+        order = TrainOrder(data.train, t.per_device_train_batch_size, t.gradient_accumulation_steps,
+                           t.num_train_epochs, t.max_steps, t.seed, pad, data.predicted)
         phase = _phase(folder, "data", phase)
         faults = [f for f in parse_faults(os.environ.get(FAULT_ENV, "")) if f.trial in (None, spec.trial_number)]
-        member = self.trainer.add(spec, order, self.eval_data[key, t.per_device_eval_batch_size],
+        member = self.trainer.add(spec, order, data.eval_batches(t.per_device_eval_batch_size, pad),
                                   folder.events, folder.started, faults)
         _phase(folder, "lora", phase)
         member.before_kill = self.checkpoints.settle
         self.checkpoints.settle(spec.out)  # a checkpoint of an earlier run of this trial in this group is on disk
         point = find_checkpoint(member)
         folder.events.emit(Setup(backend="grouped", device=self.device, total_steps=order.total_steps,
-                                 train_rows=len(train), eval_rows=len(evaluation), resumed_from_step=point.step,
+                                 train_rows=len(data.train), eval_rows=len(data.evaluation),
+                                 resumed_from_step=point.step,
                                  resume_note=point.note,
-                                 notes=[f"format={fmt}", f"matmul={self.matmul}", f"slot={member.slot}",
+                                 notes=[f"format={data.fmt}", f"matmul={self.matmul}", f"slot={member.slot}",
                                         f"group={len(self.trainer.members)}", "optim=adamw_torch"]))
         if point.path is None:
             member.start_at(0)
@@ -269,13 +283,15 @@ class GroupRun:
             restore_checkpoint(member, self.trainer.adapter_weights(member), Path(point.path))
         return member
 
-    def _encoded(self, spec: TrialSpec) -> tuple:
-        """Train and eval items, eval rows and format of the spec's data, encoded once per data section."""
+    def _encoded(self, spec: TrialSpec) -> SectionData:
+        """The spec's data section read and encoded, once per data section."""
         key = spec.data.model_dump_json()
         if key not in self.data:
             train_rows, eval_rows, fmt = load_rows(spec)
             train, evaluation = encode(spec, self.tokenizer, train_rows, eval_rows, fmt)
-            self.data[key] = (train.to_list(), evaluation.to_list(), eval_rows, fmt)
+            train = train.to_list()
+            self.data[key] = SectionData(train, evaluation.to_list(), eval_rows, fmt,
+                                         [predicted_labels(row) for row in train])
         return self.data[key]
 
     def step(self) -> None:
@@ -425,7 +441,7 @@ class GroupRun:
         parked, self.parked = self.parked, []
         began = time.time()
         self.ledger.count(sample_batches=answer_parked(parked, self.trainer.model, self.trainer.layers,
-                                                       self.tokenizer, lambda spec: self._encoded(spec)[2:],
+                                                       self.tokenizer, lambda spec: self._encoded(spec).rows_and_format,
                                                        exact=self.matmul != "stacked"),
                           sampled=len(parked))
         seconds = time.time() - began
