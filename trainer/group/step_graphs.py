@@ -15,7 +15,7 @@ and later steps of that shape copy their inputs into the graph's own and replay 
 share one memory pool: they never run at once, and each one's tensors live only during its replay
 (the step writes its results into the stack's buffers, which are outside the pool).
 
-The graphs hold the addresses of the stack's buffers and of the trainer's weights: :meth:`forget`
+The graphs hold the addresses of the stack's buffers and of the trainer's weights: :meth:`release`
 drops them when those change (the stack grows). A capture that fails, or after which less than a
 fifth of the card's memory is free (the pool keeps each captured step's activations, beside what
 evaluations and samples allocate), leaves the trainer eager from then on, its graphs' memory given
@@ -67,8 +67,8 @@ class StepGraphs:
     def run(self, key: Hashable, inputs: list[torch.Tensor], step: Callable[[list[torch.Tensor]], None],
             owner: Hashable) -> None:
         """Run ``step`` on ``inputs`` (CPU tensors; ``step`` gets them on the device) as the graph of shape ``key``:
-        replayed if captured, captured and replayed if not, eagerly during the warm-up or after a failed capture.
-        ``owner``: the addresses the step reads and writes (a new one drops the graphs)."""
+        replayed if captured, captured and replayed if not, eagerly during the warm-up (after a failed capture the
+        trainer no longer calls it: ``failed``). ``owner``: the addresses the step reads and writes (a new one drops the graphs)."""
         if owner != self.owner:
             self.release()
             self.owner = owner
@@ -86,7 +86,7 @@ class StepGraphs:
             self.replays += 1
             return
         static = [to_device(value, self.device) for value in inputs]
-        if self.steps <= WARMUP or self.failed is not None:
+        if self.steps <= WARMUP:
             step(static)
             return
         graph = torch.cuda.CUDAGraph()
