@@ -52,6 +52,7 @@ class StepGraphs:
         self.steps = 0
         self.failed: str | None = None
         self.captures = self.replays = 0
+        self.reserved_mib = 0  # the most memory the allocator held right after a capture (the graphs' pool in it)
         self.shapes: set[Hashable] = set()  # every step shape it was given
         self.active = False  # whether the trainer's steps go through it (its choice, by the members a step)
 
@@ -91,17 +92,25 @@ class StepGraphs:
             return
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread_local: the checkpoint writer's thread may wait on its copies' event meanwhile (slot_copy), which
+            # the default (global) mode forbids to every thread during a capture: it invalidated captures in a sweep
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 step(static)
+            failure = None
         except Exception as error:  # noqa: BLE001 - any failure to capture (out of memory too) leaves the steps eager
-            self._give_up(f"capture failed: {type(error).__name__}: {error}".splitlines()[0])
+            failure = f"capture failed: {type(error).__name__}: {error}".splitlines()[0]
+        if failure is not None:  # (outside the handler: the error's frames hold the capture's tensors)
+            del graph  # it holds the shared pool: the eager step needs that memory back
+            self._give_up(failure)
             step(static)
             return
         self.pool = self.pool if self.pool is not None else graph.pool()
         self.graphs[key] = (graph, static)
         self.captures += 1
+        self.reserved_mib = max(self.reserved_mib, torch.cuda.memory_reserved(self.device) >> 20)
         free, total = torch.cuda.mem_get_info(self.device)
         if free < FREE_AFTER_CAPTURE * total:  # the pool keeps what its steps need: evaluations, samples need room
+            del graph
             self._give_up(f"{free / 2**30:.0f} GiB of {total / 2**30:.0f} free after {self.captures} shapes captured")
             step(static)
             return

@@ -6,6 +6,8 @@ which steps it takes; on a GPU (run through ``device``) its steps are also captu
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -13,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from tests.sweep.live_study import TINY_MODEL
 from tests.trainer.group.test_stacked_lora import ALL, PAD, join, steps
 from trainer.group.group_trainer import new_group_trainer
+from trainer.group.stacked_trainer import StackedGroupTrainer
 from trainer.group.step_graphs import LABEL_MULTIPLE, LENGTH_MULTIPLE
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -54,3 +57,54 @@ def test_graphed_steps_train_each_member_as_eager_steps_while_members_leave_and_
     if device == "cuda":
         assert graphs.failed is None, graphs.failed
         assert graphs.captures >= 2 and graphs.replays >= 6  # captured again after the stack grew
+
+
+def _during_capture(monkeypatch, work) -> None:
+    """Every step's ``work()`` while its graph is being captured."""
+    original = StackedGroupTrainer._forward_backward
+
+    def forward_backward(self, *args):
+        if torch.cuda.is_current_stream_capturing():
+            work()
+        return original(self, *args)
+
+    monkeypatch.setattr(StackedGroupTrainer, "_forward_backward", forward_backward)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures need a GPU")
+def test_a_capture_survives_the_checkpoint_threads_wait_on_its_copies(tmp_path, monkeypatch):
+    # the checkpoint writer waits for a slot's copies (slot_copy: an event's synchronize) on a thread of its own,
+    # whenever the step may be capturing: in the default capture mode that invalidated the capture (H200 sweep)
+    side, event, errors = torch.cuda.Stream(), torch.cuda.Event(), []
+    with torch.cuda.stream(side):
+        event.record()
+
+    def wait_on_copies():
+        try:
+            event.synchronize()
+        except Exception as error:  # noqa: BLE001 - what the writer's thread would have met
+            errors.append(error)
+
+    def checkpoint_thread():
+        thread = threading.Thread(target=wait_on_copies)
+        thread.start()
+        thread.join()
+
+    _during_capture(monkeypatch, checkpoint_thread)
+    graphed, ours = trained(tmp_path / "graphed", "cuda", True)
+    assert not errors and graphed.graphs.failed is None, (errors, graphed.graphs.failed)
+    assert graphed.graphs.captures >= 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures need a GPU")
+def test_a_failed_capture_leaves_the_group_training_eagerly_as_before(tmp_path, monkeypatch):
+    def fail():
+        raise RuntimeError("out of memory in the capture")
+
+    _during_capture(monkeypatch, fail)
+    graphed, ours = trained(tmp_path / "graphed", "cuda", True)
+    eager, theirs = trained(tmp_path / "eager", "cuda", False)
+    assert graphed.graphs.failed.startswith("capture failed: RuntimeError") and graphed.graphs.captures == 0
+    assert not graphed.graphs.graphs and graphed.graphs.pool is None  # its memory given back
+    for a, b in zip(ours, theirs, strict=True):  # the failed step itself ran eagerly: nothing lost
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-3 * b.abs().max().item())
