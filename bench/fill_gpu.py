@@ -27,6 +27,8 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
   ``--length-multiple``, ``--compile``, ``--loss-chunk`` and ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
   ~530-token rows needs it beyond a few trials), and ``--cuda-graphs`` (each step shape captured once and
   replayed: :mod:`trainer.group.step_graphs`; captures fall inside the timed steps, as in a sweep).
+  On a GPU the base's RMSNorms run through ``F.rms_norm`` as a sweep's group runs them
+  (:mod:`trainer.group.fused_norm`; ``--transformers-norm``: transformers' own, the code before).
   With ``--eval-rows N``, after its steps every member evaluates the first N rows (batches of
   ``--eval-batch``) in one call, then one member alone: eval tokens/s of each beside the step's (a
   sweep's members evaluate 300 rows at 8 points each; on the H200 that took a fifth of a grouped sweep).
@@ -83,6 +85,9 @@ def main() -> int:
                         help="stacked: recompute the decoder layers' activations in the backward (long rows, big K)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="stacked: replay each step shape as a CUDA graph (trainer.group.step_graphs)")
+    parser.add_argument("--transformers-norm", action="store_true",
+                        help="group on a GPU: keep transformers' RMSNorm (default: F.rms_norm, as a sweep's group: "
+                             "trainer.group.fused_norm)")
     parser.add_argument("--padded", action="store_true",
                         help="stacked: pad every row to the step's longest row instead of packing each trial's rows")
     parser.add_argument("--profile", type=int, default=0,
@@ -200,6 +205,10 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
     model, tokenizer = load(args)
     cuda = args.device == "cuda"
     _reset(cuda)
+    if cuda and not getattr(args, "transformers_norm", False):  # as trainer.group.run_group.open_group
+        from trainer.group.fused_norm import fuse_norms
+
+        fuse_norms(model)
     options = {}
     if matmul == "stacked":
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
@@ -256,9 +265,11 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
     how = matmul if matmul != "stacked" else f"stacked {'padded' if args.padded else 'packed'}"
     graphs = getattr(trainer, "graphs", None)
     how += " graphs" if graphs is not None else ""
+    how += " transformers-norm" if getattr(args, "transformers_norm", False) else ""
     figures = _figures(args, f"group K={k} {how}", k * args.batch, tokens, window, first)
     if graphs is not None:  # captures happen in the timed window too, as in a sweep (one per new shape)
-        figures["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed}
+        figures["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed,
+                             "reserved_mib": graphs.reserved_mib}
     if args.profile:
         figures["profile"] = profile_steps(trainer, args.profile)
     if args.eval_rows:
@@ -327,14 +338,17 @@ def profile_steps(trainer, steps: int, top: int = 15, work=None) -> dict:
     busy = sum(e.device_time for e in kernels)
     by_name: dict[str, list[float]] = {}
     for e in kernels:
-        entry = by_name.setdefault(e.name[:90], [0.0, 0])
+        entry = by_name.setdefault(e.name[:140], [0.0, 0])
         entry[0] += e.device_time
         entry[1] += 1
     ranked = sorted(by_name.items(), key=lambda item: -item[1][0])[:top]
+    ops = sorted((e for e in prof.key_averages() if e.self_device_time_total > 0),
+                 key=lambda e: -e.self_device_time_total)[:top]
     return {"wall_ms": round(wall * 1e3, 1), "gpu_busy_ms": round(busy / 1e3 / steps, 1),
             "kernels_per_step": round(len(kernels) / steps),
             "real_token_share": round(real / max(1, sum(shapes)), 3),
-            "top": [[name, round(t / busy, 3), round(n / steps, 1)] for name, (t, n) in ranked]}
+            "top": [[name, round(t / busy, 3), round(n / steps, 1)] for name, (t, n) in ranked],
+            "top_ops": [[e.key, round(e.self_device_time_total / busy, 3), round(e.count / steps, 1)] for e in ops]}
 
 
 def bare_run(args, rows: list[dict], batch: int) -> dict:
