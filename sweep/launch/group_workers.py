@@ -7,7 +7,7 @@ stacked forward and backward a step (:mod:`trainer.group`). A trial joins at the
 when it ends; each still writes its own folder, events and adapter, so the objective follows it as
 any other.
 
-A worker trains at most ``--trials-per-gpu`` trials at once, but is handed a quarter more
+A worker trains at most ``--trials-per-gpu`` trials at once, but is handed half as many more
 (:func:`handed_over`): they wait in it to join at the next step a member leaves (not after the
 orchestrator's round trip), and members that finished hold their results back until the samples of
 several are generated in one batch (:mod:`trainer.group.parked`), when no waiting trial is left to
@@ -39,9 +39,9 @@ POLL_SECONDS = 0.2
 
 
 def handed_over(capacity: dict[str | None, int]) -> dict[str | None, int]:
-    """Trials placed on each device for a group worker that trains ``capacity[device]`` at once: a quarter more
-    (at least one) wait in it to join."""
-    return {device: k + -(-k // 4) for device, k in capacity.items()}
+    """Trials placed on each device for a group worker that trains ``capacity[device]`` at once: half as many more
+    (at least one) wait in it to join (and let the finished ones' samples wait for a larger batch)."""
+    return {device: k + -(-k // 2) for device, k in capacity.items()}
 
 
 class GroupWorker:

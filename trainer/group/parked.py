@@ -29,7 +29,8 @@ from trainer.events import Result
 from trainer.group.stacked_lora import blocks_update
 from trainer.samples import answer, sample_prompts
 
-SAMPLE_ROWS = 512  # rows of one generate call at most (prompts of several members): memory for the KV cache
+KV_BYTES = 8 << 30  # the keys and values one generate call may hold (prompts of several members)
+MOST_SAMPLE_ROWS = 2048  # rows of one generate call at most
 
 
 @dataclass
@@ -127,7 +128,9 @@ def answer_parked(parked: list[Parked], model, layers: dict, tokenizer, rows_of,
                 p.error = error
             continue
         size = spec.training.per_device_eval_batch_size
-        per_call = max(1, SAMPLE_ROWS // min(size, len(prompts)))
+        longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        rows = sample_rows(model.config, longest + spec.samples.max_new_tokens)
+        per_call = max(1, rows // min(size, len(prompts)))
         for first in range(0, len(members), per_call):
             part = members[first:first + per_call]
             try:
@@ -148,3 +151,14 @@ def answer_parked(parked: list[Parked], model, layers: dict, tokenizer, rows_of,
             for p, mine in zip(part, answers, strict=True):
                 p.samples = [{**sample, "answer": a} for sample, a in zip(samples, mine, strict=True)]
     return batches
+
+
+def sample_rows(config, tokens: int) -> int:
+    """Rows of one generate call whose keys and values (16-bit, every layer) of ``tokens`` a row fit ``KV_BYTES``:
+    a small model answers many members' prompts in one call (each call costs its decode steps, whatever its rows),
+    a large one fewer; at most ``MOST_SAMPLE_ROWS``."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    per_token = 2 * text.num_hidden_layers * heads * head_dim * 2
+    return max(1, min(MOST_SAMPLE_ROWS, KV_BYTES // (per_token * max(1, tokens))))

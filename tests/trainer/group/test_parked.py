@@ -15,7 +15,8 @@ import torch
 from tests.sweep.live_study import TINY_MODEL
 from tests.trainer.group.test_multi_lora import TARGETS, batch, grouped, peft_model
 from tests.trainer.group.trial_events import events
-from trainer.group.parked import Parked, parked_adapters
+from trainer.group import parked
+from trainer.group.parked import KV_BYTES, MOST_SAMPLE_ROWS, Parked, parked_adapters, sample_rows
 from trainer.group.run_group import TrialFolder, open_group
 from trainer.group.serve import LEDGER_FILE, serve
 from trainer.spec import TrialSpec
@@ -121,6 +122,32 @@ def test_members_that_finish_together_answer_in_one_batch_as_each_alone(data, tm
         assert not (spec.out / "checkpoints").exists()  # dropped once the result is written
         answers.append([s["answer"] for s in result["samples"]])
     assert answers[0] != answers[1]  # the two adapters differ: each block had its own
+
+
+def test_a_generate_call_holds_as_many_members_prompts_as_it_has_rows_for(data, tmp_path, monkeypatch):
+    # rows for one member's block of 4 prompts a call: each member answers in calls of its own, the same answers
+    monkeypatch.setattr(parked, "MOST_SAMPLE_ROWS", 4)
+    specs = [spec_for(data, tmp_path / str(n), n, r, lr) for n, (r, lr) in enumerate([(4, 2e-2), (16, 5e-3)])]
+    group = open_group(specs[0], TARGETS[:2] + ["o_proj"], "stacked")
+    for spec in specs:
+        group.offer(TrialFolder(spec))
+    while group.busy:
+        group.advance()
+    assert group.ledger.counts["sampled"] == 2 and group.ledger.counts["sample_batches"] == 4  # 2 calls each
+    for spec in specs:
+        [result] = events(spec.out, "result")
+        assert result["samples"] == alone_samples(spec.out)
+
+
+def test_sample_rows_fit_the_keys_and_values_of_the_model():
+    from transformers import LlamaConfig
+
+    small = LlamaConfig(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    large = LlamaConfig(num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, hidden_size=4096)
+    assert sample_rows(small, 150) == MOST_SAMPLE_ROWS  # SmolLM2-135M: 23 kB a token, 2,048 rows in 7 GB
+    rows = sample_rows(large, 600)  # Llama-3-8B: 128 kB a token
+    assert 64 < rows < 512 and rows * 600 * 2 * 32 * 8 * 128 * 2 <= KV_BYTES < (rows + 1) * 600 * 2 * 32 * 8 * 128 * 2
+    assert sample_rows(large, 10**9) == 1  # at least one row
 
 
 def test_trials_wait_for_a_free_place_and_one_stopped_while_waiting_never_trains(data, tmp_path):
