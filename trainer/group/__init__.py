@@ -6,7 +6,8 @@
 - :mod:`trainer.group.member`: one trial's optimizer, schedule, eval points, stop file and events;
 - :mod:`trainer.group.group_trainer`: the shared stacked forward and backward, and evaluation;
 - :mod:`trainer.group.peft_format`: a member's adapter saved as an ordinary PEFT adapter;
-- :mod:`trainer.group.run_group`: a queue of trial specs through a group, folders and results.
+- :mod:`trainer.group.run_group`: a queue of trial specs through a group, folders and results;
+- :mod:`trainer.group.fused_norm`: on a GPU, the base's RMSNorms as one kernel each way.
 
 The ``stacked`` matmul trades bit-exactness for a step whose kernels do not grow with the trials:
 - :mod:`trainer.group.stacked_lora`: every slot's adapter of every layer in stacked tensors;
