@@ -88,6 +88,8 @@ def main() -> int:
     parser.add_argument("--transformers-norm", action="store_true",
                         help="group on a GPU: keep transformers' RMSNorm (default: F.rms_norm, as a sweep's group: "
                              "trainer.group.fused_norm)")
+    parser.add_argument("--rotary-by-halves", action="store_true",
+                        help="stacked: queries and keys rotated in four kernels each way (trainer.group.fused_rotary)")
     parser.add_argument("--padded", action="store_true",
                         help="stacked: pad every row to the step's longest row instead of packing each trial's rows")
     parser.add_argument("--profile", type=int, default=0,
@@ -213,7 +215,8 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
     if matmul == "stacked":
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
                    "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk,
-                   "packed": not args.padded, "cuda_graphs": args.cuda_graphs}
+                   "packed": not args.padded, "cuda_graphs": args.cuda_graphs,
+                   "rotary_by_halves": getattr(args, "rotary_by_halves", False)}
     autocast = torch.bfloat16 if cuda else None
     if getattr(args, "autocast_bf16", False):  # bench/group_ops.py: a bf16 base under autocast, as on a GPU
         model, autocast = model.to(torch.bfloat16), torch.bfloat16
@@ -266,6 +269,7 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
     graphs = getattr(trainer, "graphs", None)
     how += " graphs" if graphs is not None else ""
     how += " transformers-norm" if getattr(args, "transformers_norm", False) else ""
+    how += " rotary-by-halves" if getattr(args, "rotary_by_halves", False) else ""
     figures = _figures(args, f"group K={k} {how}", k * args.batch, tokens, window, first)
     if graphs is not None:  # captures happen in the timed window too, as in a sweep (one per new shape)
         figures["graphs"] = {"captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed,

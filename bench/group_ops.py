@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=8, help="most frequent kernels to list")
     p.add_argument("--autocast-bf16", action="store_true",
                    help="a bfloat16 base, steps under torch.autocast to bfloat16, as a group trains on a GPU")
+    p.add_argument("--rotary-by-halves", action="store_true",
+                   help="stacked: queries and keys rotated by halves (trainer.group.fused_rotary)")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p
 

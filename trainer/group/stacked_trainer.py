@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from trainer.group.batches import IGNORE, TrainOrder
 from trainer.group.chunked_loss import chunked_token_loss
+from trainer.group.fused_rotary import rotating_by_halves
 from trainer.group.group_trainer import HOST_INPUTS, GroupTrainer, to_device
 from trainer.group.held_adapters import HeldAdapters
 from trainer.group.member import Member, WindowLoss
@@ -54,7 +55,8 @@ class StackedGroupTrainer(GroupTrainer):
     keeping their logits (:mod:`trainer.group.chunked_loss`; memory for a large vocabulary), or None;
     ``packed`` lays each member's rows end to end without padding (:mod:`trainer.group.packed_rows`),
     else each row is padded to the step's longest row; ``cuda_graphs`` replays each step shape's kernels as
-    a CUDA graph on a GPU when every slot of the stack trains (:mod:`trainer.group.step_graphs`).
+    a CUDA graph on a GPU when every slot of the stack trains (:mod:`trainer.group.step_graphs`);
+    ``rotary_by_halves`` rotates queries and keys in four kernels each way (:mod:`trainer.group.fused_rotary`).
     """
 
     holds_adapters = True
@@ -62,7 +64,7 @@ class StackedGroupTrainer(GroupTrainer):
     def __init__(self, model, pad_id: int, targets: list[str], autocast: torch.dtype | None = None,
                  length_multiple: int = 1, compile_mode: str | None = None,
                  activation_checkpointing: bool = False, loss_chunk: int | None = None,
-                 packed: bool = True, cuda_graphs: bool = False) -> None:
+                 packed: bool = True, cuda_graphs: bool = False, rotary_by_halves: bool = False) -> None:
         if length_multiple < 1:
             raise ValueError(f"length_multiple must be at least 1, but got {length_multiple=}")
         if loss_chunk is not None and loss_chunk < 1:
@@ -78,6 +80,7 @@ class StackedGroupTrainer(GroupTrainer):
         self.stack = SlotStack(self.layers, self.device, torch.float64 if weight.dtype == torch.float64 else torch.float32,
                                autocast)
         self.length_multiple, self.loss_chunk, self.packed = length_multiple, loss_chunk, packed
+        self.rotating = (lambda: rotating_by_halves(self.decoder)) if rotary_by_halves else nullcontext
         self.compiled = compile_mode is not None
         if self.compiled:
             self.decoder = torch.compile(self.decoder, mode=compile_mode, dynamic=False)
@@ -281,9 +284,10 @@ class StackedGroupTrainer(GroupTrainer):
     def _hidden(self, ids: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """The decoder's last hidden states (inputs on the device): of the padded rows (``second``: attention mask)
         or of the packs (``second``: position ids; the attention is :func:`trainer.group.packed_rows.packed_attention`)."""
-        if not self.packed:
-            return self.decoder(input_ids=ids, attention_mask=second, use_cache=False).last_hidden_state
-        return self.decoder(input_ids=ids, position_ids=second, use_cache=False).last_hidden_state
+        with self.rotating():
+            if not self.packed:
+                return self.decoder(input_ids=ids, attention_mask=second, use_cache=False).last_hidden_state
+            return self.decoder(input_ids=ids, position_ids=second, use_cache=False).last_hidden_state
 
     def _attending(self, layout: PackedLayout | None):
         return nullcontext() if layout is None else attending_packed(self.decoder.config, layout)
