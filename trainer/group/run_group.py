@@ -36,6 +36,7 @@ from trainer.trial_folder import ADAPTER_DIR, EVENTS_FILE, STOP_FILE
 
 DEFAULT_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}  # eager: bit-identical rows on the CPU whatever the padding
 HOLD_STEPS = 8  # group steps a held evaluation waits at most (its trial's pruner hears of it that much later)
+PARK_STEPS = 16  # group steps a parked member waits at most for others to answer its samples with
 
 
 @dataclass
@@ -174,8 +175,9 @@ class GroupRun:
 
     :meth:`advance` is one turn: waiting trials join while fewer than ``max_live`` train (None: no limit), the
     members train a step, and the parked members' samples are generated, all in one batch, once the group has
-    a free place that no waiting trial takes (the results they hold back would bring the next trials), nothing
-    is left to train, or one of them is asked to stop.
+    a free place that no waiting trial takes (the results they hold back would bring the next trials) and a
+    quarter of ``max_live`` are parked or the first has waited ``PARK_STEPS`` steps, nothing is left to train,
+    or one of them is asked to stop.
 
     Where the trainer can hold adapters (``stacked``) and ``max_live`` is at least 5, a member's evaluation
     waits, its adapter copied as it was at its eval point, until a quarter of ``max_live`` are held,
@@ -197,6 +199,8 @@ class GroupRun:
         self.live: dict = {}
         self.waiting: deque[TrialFolder] = deque()
         self.parked: list[Parked] = []
+        self.parked_since = 0  # the group's step when the first of the parked members parked
+        self.park_at_least = math.ceil(max_live / 4) if max_live else 1  # parked members a batch of samples waits for
         self.data: dict[str, SectionData] = {}  # by data section: what its members share, made once
         self.checkpoints = CheckpointWriter()
         self.ledger = Ledger()
@@ -215,9 +219,23 @@ class GroupRun:
         if self.live:
             self.step()
         self._admit()
-        if self.parked and (not self._full_without_them() or any(p.folder.stop_requested for p in self.parked)):
+        if self._answer_due():
             with self.ledger.timing("samples"):
                 self._answer_parked()
+
+    def _answer_due(self) -> bool:
+        """Whether the parked members answer their samples now: once the group has a free place that no waiting
+        trial takes (their results would bring the next trials), in batches of a quarter of ``max_live`` (each
+        batch costs its decode steps, whatever its rows; the last trials of a study finish one by one with no
+        trial left to take their places) or after ``PARK_STEPS`` steps; at once when nothing is left to train or
+        one of them is asked to stop."""
+        if not self.parked:
+            return False
+        if not self.live or any(p.folder.stop_requested for p in self.parked):
+            return True
+        if self._full_without_them():
+            return False
+        return len(self.parked) >= self.park_at_least or self.steps - self.parked_since >= PARK_STEPS
 
     def _full_without_them(self) -> bool:
         """Whether the group trains as many as it may without the trials the parked results would bring."""
@@ -477,6 +495,7 @@ class GroupRun:
         self.trainer.remove(member)
         folder = self.live.pop(member)
         if parked is not None:
+            self.parked_since = self.parked_since if self.parked else self.steps
             self.parked.append(parked)
         else:
             _close(folder, result)

@@ -17,7 +17,7 @@ from tests.trainer.group.test_multi_lora import TARGETS, batch, grouped, peft_mo
 from tests.trainer.group.trial_events import events
 from trainer.group import parked
 from trainer.group.parked import KV_BYTES, MOST_SAMPLE_ROWS, Parked, parked_adapters, sample_rows
-from trainer.group.run_group import TrialFolder, open_group
+from trainer.group.run_group import PARK_STEPS, TrialFolder, open_group
 from trainer.group.serve import LEDGER_FILE, serve
 from trainer.spec import TrialSpec
 from trainer.trial_folder import STOP_FILE
@@ -137,6 +137,36 @@ def test_a_generate_call_holds_as_many_members_prompts_as_it_has_rows_for(data, 
     for spec in specs:
         [result] = events(spec.out, "result")
         assert result["samples"] == alone_samples(spec.out)
+
+
+def test_members_finishing_one_by_one_with_none_to_follow_answer_a_quarter_of_the_places_at_a_time(data, tmp_path):
+    # the last trials of a study: 8 places, nothing waiting, one member ends every 8 steps (1 to 8 epochs of 8
+    # steps); each answered alone would cost 8 generate calls of its 2 batches, a quarter of 8 at a time 4
+    specs = [spec_for(data, tmp_path / str(n), n, 4, 1e-2, epochs=n + 1) for n in range(8)]
+    group = open_group(specs[0], TARGETS[:2], "stacked", max_live=8)
+    for spec in specs:
+        group.offer(TrialFolder(spec))
+    while group.busy:
+        group.advance()
+    assert group.ledger.counts["sampled"] == 8 and group.ledger.counts["sample_batches"] == 4 * 2
+    for spec in specs[:2]:  # the first waited 8 steps for the second: its samples are still its own
+        [result] = events(spec.out, "result")
+        assert result["status"] == "ok" and result["samples"] == alone_samples(spec.out)
+
+
+def test_a_parked_member_answers_alone_after_park_steps(data, tmp_path):
+    # 8 places, two members: the first ends at step 8, the other at 32; the first does not wait for it
+    specs = [spec_for(data, tmp_path / str(n), n, 4, 1e-2, epochs=epochs) for n, epochs in enumerate([1, 4])]
+    group = open_group(specs[0], TARGETS[:2], "stacked", max_live=8)
+    for spec in specs:
+        group.offer(TrialFolder(spec))
+    answered_at = []
+    while group.busy:
+        sampled = group.ledger.counts["sampled"]
+        group.advance()
+        if group.ledger.counts["sampled"] > sampled:
+            answered_at.append(group.steps)
+    assert answered_at == [8 + PARK_STEPS, 32]
 
 
 def test_sample_rows_fit_the_keys_and_values_of_the_model():
