@@ -57,7 +57,7 @@ class HeldAdapters:
         layers = list(self.stack.layers.values())
         saved = [layer.stack for layer in layers]
         for layer, (a, b) in zip(layers, self.stack.views(self.weights, self.rank), strict=True):
-            layer.stack = LayerStack(a, b, self.stack)
+            layer.stack = LayerStack(a, b)
         try:
             yield
         finally:

@@ -48,8 +48,8 @@ class LayerStack:
     """One layer's part of the stack: its ``A`` and ``B`` of every slot; ``scaled``: B already carries each slot's
     LoRA scaling (the stack's compute copy), else it is applied here from the rows' scalings (held copies)."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, stack: SlotStack, scaled: bool = False) -> None:
-        self.a, self.b, self.stack, self.scaled = a, b, stack, scaled
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, scaled: bool = False) -> None:
+        self.a, self.b, self.scaled = a, b, scaled
 
     def forward(self, x: torch.Tensor, result: torch.Tensor, rows: StackedRows) -> torch.Tensor:
         """``result`` (the base layer's output) plus each block's own adapter update, as one tensor."""
@@ -179,7 +179,7 @@ class SlotStack:
                                                    self.views(self.compute_grads), strict=True):
             a, b = nn.Parameter(a), nn.Parameter(b)
             a.grad, b.grad = grad_a, grad_b  # autograd adds into the compute copy's flat gradient buffer
-            layer.stack = LayerStack(a, b, self, scaled=True)
+            layer.stack = LayerStack(a, b, scaled=True)
 
     @torch.no_grad()
     def add(self, slot: int, weights: dict[str, tuple[torch.Tensor, torch.Tensor]], scaling: float) -> None:

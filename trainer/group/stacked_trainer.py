@@ -132,7 +132,7 @@ class StackedGroupTrainer(GroupTrainer):
             owner = (self.stack.weights.data_ptr(), self.stack.scale.data_ptr(), self.stack.window_loss.data_ptr())
             self.graphs.run(inputs.key, inputs.host, lambda sent: self._forward_backward(inputs, sent, rows), owner)
         else:
-            self._forward_backward(inputs, [to_device(t, self.device) for t in inputs.host], rows)
+            self._forward_backward(inputs, inputs.sent_to(self.device), rows)
         window = self.stack.window_loss
         due = [m for m, b in zip(members, batches, strict=True) if b.last]
         if not due:
@@ -223,7 +223,7 @@ class StackedGroupTrainer(GroupTrainer):
             with torch.profiler.record_function(HOST_INPUTS):
                 counts = [int((labels[:, 1:] != IGNORE).sum()) for _, _, labels in batches]
                 inputs = self._inputs(batches, counts)
-            ids, targets, layout = inputs.on_device(*[to_device(t, self.device) for t in inputs.host])
+            ids, targets, layout = inputs.on_device(*inputs.sent_to(self.device))
             with self.routing.stack(self._rows([row for row, _, _ in chunk], scale)), self._attending(layout), \
                     self._autocast():
                 means = self._losses(ids, targets, len(chunk)).tolist()
@@ -339,6 +339,10 @@ class StepInputs(NamedTuple):
     @property
     def host(self) -> list[torch.Tensor]:
         return [self.ids, self.sent]
+
+    def sent_to(self, device: torch.device) -> list[torch.Tensor]:
+        """:attr:`host` on ``device`` (from pinned memory to a GPU, not waiting for the work queued there)."""
+        return [to_device(t, device) for t in self.host]
 
     @property
     def key(self) -> tuple:
