@@ -35,6 +35,6 @@ def fuse_norms(model) -> int:
 
 
 def _forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    with torch.autocast(hidden_states.device.type, enabled=False):  # in the base's dtype, as transformers returns
+    with torch.autocast(hidden_states.device.type, enabled=False):  # in the input's dtype (the base's, under autocast)
         return F.rms_norm(hidden_states, (hidden_states.shape[-1],), self.weight.to(hidden_states.dtype),
                           self.variance_epsilon)
