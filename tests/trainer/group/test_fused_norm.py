@@ -43,3 +43,20 @@ def test_fused_norm_backward_matches_transformers():
         m(inputs_embeds=inputs).logits.square().mean().backward()
         grads.append(inputs.grad)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6 * grads[0].abs().max().item())
+
+
+def test_norms_that_compute_otherwise_are_left_alone():
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm  # (1 + weight), and no variance_epsilon
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    class OnePlusRMSNorm(LlamaRMSNorm):  # a variance_epsilon, but the weight's offset of Gemma's
+        def forward(self, hidden_states):
+            return super().forward(hidden_states) / self.weight * (1.0 + self.weight)
+
+    class GatedRMSNorm(LlamaRMSNorm):  # another signature
+        def forward(self, hidden_states, gate):
+            return super().forward(hidden_states) * gate
+
+    model = torch.nn.ModuleList([LlamaRMSNorm(8), OnePlusRMSNorm(8), GatedRMSNorm(8), GemmaRMSNorm(8)])
+    assert fuse_norms(model) == 1
+    assert "forward" in vars(model[0]) and not any("forward" in vars(m) for m in model[1:])
