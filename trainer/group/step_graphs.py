@@ -99,19 +99,17 @@ class StepGraphs:
             failure = None
         except Exception as error:  # noqa: BLE001 - any failure to capture (out of memory too) leaves the steps eager
             failure = f"capture failed: {type(error).__name__}: {error}".splitlines()[0]
+        if failure is None:
+            self.pool = self.pool if self.pool is not None else graph.pool()
+            self.graphs[key] = (graph, static)
+            self.captures += 1
+            self.reserved_mib = max(self.reserved_mib, torch.cuda.memory_reserved(self.device) >> 20)
+            free, total = torch.cuda.mem_get_info(self.device)
+            if free < FREE_AFTER_CAPTURE * total:  # the pool keeps what its steps need: evaluations, samples need room
+                failure = f"{free / 2**30:.0f} GiB of {total / 2**30:.0f} free after {self.captures} shapes captured"
         if failure is not None:  # (outside the handler: the error's frames hold the capture's tensors)
             del graph  # it holds the shared pool: the eager step needs that memory back
             self._give_up(failure)
-            step(static)
-            return
-        self.pool = self.pool if self.pool is not None else graph.pool()
-        self.graphs[key] = (graph, static)
-        self.captures += 1
-        self.reserved_mib = max(self.reserved_mib, torch.cuda.memory_reserved(self.device) >> 20)
-        free, total = torch.cuda.mem_get_info(self.device)
-        if free < FREE_AFTER_CAPTURE * total:  # the pool keeps what its steps need: evaluations, samples need room
-            del graph
-            self._give_up(f"{free / 2**30:.0f} GiB of {total / 2**30:.0f} free after {self.captures} shapes captured")
             step(static)
             return
         graph.replay()
