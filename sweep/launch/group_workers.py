@@ -11,7 +11,7 @@ A worker trains at most ``--trials-per-gpu`` trials at once, but is handed half 
 (:func:`handed_over`): they wait in it to join at the next step a member leaves (not after the
 orchestrator's round trip), and members that finished hold their results back until the samples of
 several are generated in one batch (:mod:`trainer.group.parked`), when no waiting trial is left to
-take a free place.
+take a free place (and a quarter of the places' trials are parked, or the first has waited 16 steps).
 
 The price is isolation: a crash or kill of the worker ends every trial in it (each fails with the
 worker's last log line, and the next trial starts a new worker). Stopping one trial (pruning, its
