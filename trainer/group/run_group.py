@@ -135,7 +135,8 @@ def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", atten
     """Load ``first``'s base once and wrap ``targets`` (every module any member may adapt) for a group that trains
     at most ``max_live`` trials at once (None: every trial offered); ``cuda_graphs``: a ``stacked`` group on a GPU
     replays its steps as CUDA graphs (:mod:`trainer.group.step_graphs`). On a GPU the base's RMSNorms run as
-    one kernel each (:mod:`trainer.group.fused_norm`)."""
+    one kernel each (:mod:`trainer.group.fused_norm`) and a ``stacked`` group rotates queries and keys by halves
+    (:mod:`trainer.group.fused_rotary`)."""
     import torch
 
     from trainer.backends import load_model, torch_dtype
@@ -151,8 +152,11 @@ def open_group(first: TrialSpec, targets: list[str], matmul: str = "loop", atten
     if device == "cuda":  # a kernel for each norm (within bf16 rounding of transformers'): a fifth of a step's GPU time
         fuse_norms(model)
     dtype = torch_dtype(first.model, device)
+    options = {"cuda_graphs": True} if cuda_graphs else {}
+    if device == "cuda" and matmul == "stacked":  # fewer kernels for the rotary embedding (bench/fill_gpu.py)
+        options["rotary_by_halves"] = True
     trainer = new_group_trainer(model, tokenizer.pad_token_id, targets, matmul, dtype if dtype != torch.float32 else None,
-                                **({"cuda_graphs": True} if cuda_graphs else {}))
+                                **options)
     return GroupRun(trainer, tokenizer, device, matmul, loaded=time.time() - began, model=first.model,
                     max_live=max_live)
 
