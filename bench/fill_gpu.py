@@ -20,15 +20,16 @@ the window's mean, as other work on a shared machine lands on a few steps). The 
 ``--rows-tokens`` tokens (0.75x to 1.25x), the loss on the last two thirds of each.
 
 - ``group K=k``: :class:`trainer.group.group_trainer.GroupTrainer`, k trials of batch ``--batch`` each
-  (learning rates spread 1e-4..1e-3, seeds differ, rank ``--r``), one stacked forward and backward a step,
+  (learning rates spread 1e-4..1e-3, seeds differ, rank ``--r`` or ``--ranks`` in turn), one stacked forward and backward a step,
   for every ``--matmul`` way of applying the adapters; tokens/s counts all k trials' real tokens.
   ``stacked`` (:class:`trainer.group.stacked_trainer.StackedGroupTrainer`: stacked adapters, one
   optimizer step for all trials; each trial's rows packed end to end unless ``--padded``) also takes
   ``--length-multiple``, ``--compile``, ``--loss-chunk`` and ``--activation-checkpointing`` (the group trainer keeps every activation otherwise: an 8B model on
   ~530-token rows needs it beyond a few trials), and ``--cuda-graphs`` (each step shape captured once and
   replayed: :mod:`trainer.group.step_graphs`; captures fall inside the timed steps, as in a sweep).
-  On a GPU the base's RMSNorms run through ``F.rms_norm`` as a sweep's group runs them
-  (:mod:`trainer.group.fused_norm`; ``--transformers-norm``: transformers' own, the code before).
+  On a GPU the base's RMSNorms run through ``F.rms_norm`` and a stacked group rotates queries and keys by
+  halves, as a sweep's group does (:mod:`trainer.group.fused_norm`, :mod:`trainer.group.fused_rotary`;
+  ``--transformers-norm``, ``--transformers-rotary``: transformers' own, the code before).
   With ``--eval-rows N``, after its steps every member evaluates the first N rows (batches of
   ``--eval-batch``) in one call, then one member alone: eval tokens/s of each beside the step's (a
   sweep's members evaluate 300 rows at 8 points each; on the H200 that took a fifth of a grouped sweep).
@@ -74,6 +75,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     parser.add_argument("--rows-tokens", type=int, default=64, help="synthetic rows: mean tokens a row")
     parser.add_argument("--r", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--ranks", default="",
+                        help="group: the members' ranks in turn, e.g. 8,16,32,64,128 as a sweep mixes them (default: --r)")
     parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA base (bitsandbytes, GPU only)")
     parser.add_argument("--length-multiple", type=int, default=1,
                         help="stacked: pad each step's length up to a multiple of this (fewer shapes to compile)")
@@ -88,8 +91,9 @@ def main() -> int:
     parser.add_argument("--transformers-norm", action="store_true",
                         help="group on a GPU: keep transformers' RMSNorm (default: F.rms_norm, as a sweep's group: "
                              "trainer.group.fused_norm)")
-    parser.add_argument("--rotary-by-halves", action="store_true",
-                        help="stacked: queries and keys rotated in four kernels each way (trainer.group.fused_rotary)")
+    parser.add_argument("--transformers-rotary", action="store_true",
+                        help="stacked group on a GPU: transformers' rotary embedding (default: by halves, as a "
+                             "sweep's group: trainer.group.fused_rotary)")
     parser.add_argument("--padded", action="store_true",
                         help="stacked: pad every row to the step's longest row instead of packing each trial's rows")
     parser.add_argument("--profile", type=int, default=0,
@@ -195,7 +199,7 @@ class Window:
 
 
 def group_trainer(args, rows: list[dict], k: int, matmul: str):
-    """A group trainer on a fresh base with k trials of batch ``args.batch`` and rank ``args.r`` (learning rates
+    """A group trainer on a fresh base with k trials of batch ``args.batch`` and :func:`member_rank` (learning rates
     spread 1e-4..1e-3, seeds differ), each with ``args.steps`` + 1 steps of ``rows`` ahead."""
     import torch
 
@@ -216,7 +220,7 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
         options = {"length_multiple": args.length_multiple, "compile_mode": args.compile,
                    "activation_checkpointing": args.activation_checkpointing, "loss_chunk": args.loss_chunk,
                    "packed": not args.padded, "cuda_graphs": args.cuda_graphs,
-                   "rotary_by_halves": getattr(args, "rotary_by_halves", False)}
+                   "rotary_by_halves": rotates_by_halves(args)}
     autocast = torch.bfloat16 if cuda else None
     if getattr(args, "autocast_bf16", False):  # bench/group_ops.py: a bf16 base under autocast, as on a GPU
         model, autocast = model.to(torch.bfloat16), torch.bfloat16
@@ -226,7 +230,7 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
         spec = TrialSpec.model_validate({
             "study": "fill-gpu", "trial_number": i, "output_dir": str(folder / str(i)),
             "model": {"name_or_path": args.model}, "data": {"train": "-", "eval": "-"},
-            "lora": {"r": args.r, "lora_alpha": args.r},
+            "lora": {"r": member_rank(args, i), "lora_alpha": member_rank(args, i)},
             "training": {"learning_rate": 1e-4 * 10 ** (i / max(1, k - 1)), "num_train_epochs": 100,
                          "per_device_train_batch_size": args.batch, "optim": "adamw_torch", "seed": 3407 + i},
         })
@@ -234,6 +238,19 @@ def group_trainer(args, rows: list[dict], k: int, matmul: str):
                            tokenizer.pad_token_id)
         trainer.add(spec, order, [], EventWriter(folder / f"events-{i}.jsonl"), time.time()).start_at(0)
     return trainer
+
+
+def member_rank(args, i: int) -> int:
+    """Member i's LoRA rank: ``--ranks`` in turn, else ``--r``."""
+    ranks = [int(r) for r in getattr(args, "ranks", "").split(",") if r]
+    return ranks[i % len(ranks)] if ranks else args.r
+
+
+def rotates_by_halves(args) -> bool:
+    """Whether a stacked group rotates by halves: on a GPU unless ``--transformers-rotary``, as
+    :func:`trainer.group.run_group.open_group` does; on the CPU where bench/group_ops.py asks for it."""
+    return getattr(args, "rotary_by_halves", False) or (
+        args.device == "cuda" and not getattr(args, "transformers_rotary", False))
 
 
 def group_step(trainer) -> int:
@@ -269,6 +286,7 @@ def group_run(args, rows: list[dict], k: int, matmul: str) -> dict:
     graphs = getattr(trainer, "graphs", None)
     how += " graphs" if graphs is not None else ""
     how += " transformers-norm" if getattr(args, "transformers_norm", False) else ""
+    how += " transformers-rotary" if getattr(args, "transformers_rotary", False) else ""
     how += " rotary-by-halves" if getattr(args, "rotary_by_halves", False) else ""
     figures = _figures(args, f"group K={k} {how}", k * args.batch, tokens, window, first)
     if graphs is not None:  # captures happen in the timed window too, as in a sweep (one per new shape)
@@ -420,7 +438,7 @@ def _figures(args, name: str, rows_per_step: int, tokens: int, window: Window, f
         "rows_per_step": rows_per_step, "first_step_s": round(first, 2),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "settings": {"model": args.model, "device": args.device, "dtype": "bf16" if cuda else "float32",
-                     "r": args.r, "targets": "all 7", "4bit": args.load_in_4bit, "data": str(args.data or
+                     "r": getattr(args, "ranks", "") or args.r, "targets": "all 7", "4bit": args.load_in_4bit, "data": str(args.data or
                      f"synthetic ~{args.rows_tokens} tokens"), "steps": args.steps, "warmup": args.warmup},
     }
     return figures

@@ -165,7 +165,8 @@ class ExecutionConfig(Strict):
     )
     group_cuda_graphs: bool = Field(
         False, description="grouped, group_matmul stacked, on a GPU: replay each step's kernels as a CUDA graph "
-        "(captured once per step shape; trainer.group.step_graphs). No effect on a CPU."
+        "(captured once per step shape; trainer.group.step_graphs). Off by default: it lost in a whole sweep of the "
+        "SmolLM2 study on an H200 (docs/parallel.md). No effect on a CPU."
     )
     timeout_minutes: float | None = Field(None, gt=0, description="A trial running longer is stopped as 'timeout' "
                                                                 "(in a group worker: counted from when it joins).")

@@ -15,7 +15,7 @@ The ``stacked`` matmul trades bit-exactness for a step whose kernels do not grow
 - :mod:`trainer.group.stacked_trainer`: the stacked forward, loss, backward and evaluation;
 - :mod:`trainer.group.chunked_loss`: the loss through the output layer without keeping all logits;
 - :mod:`trainer.group.step_graphs`: the stacked step captured once per shape and replayed as a CUDA graph;
-- :mod:`trainer.group.fused_rotary`: queries and keys rotated by halves (opt-in, being measured).
+- :mod:`trainer.group.fused_rotary`: queries and keys rotated by halves (on a GPU, as the norms are).
 
 A trial trained in a group ends with the same adapter and eval curve as the same trial trained
 alone (a group of one), bit for bit on the CPU with the ``loop`` matmul, to rounding with ``bmm``

@@ -1,4 +1,5 @@
-"""Rotary position embeddings in four kernels each way, for a group's steps on a GPU (opt-in, being measured).
+"""Rotary position embeddings in four kernels each way, for a group's steps on a GPU (on by default for a
+stacked group on a GPU: :func:`trainer.group.run_group.trainer_options`).
 
 transformers rotates the query and key states as ``x * cos + rotate_half(x) * sin``, where
 ``rotate_half`` negates one half and concatenates: five kernels forward for each of the two, and

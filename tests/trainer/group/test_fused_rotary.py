@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from transformers.models.gptj import modeling_gptj
 from transformers.models.llama import modeling_llama
@@ -11,6 +9,7 @@ from transformers.models.llama import modeling_llama
 from tests.trainer.group.test_stacked_lora import group, steps
 from trainer.group import fused_rotary
 from trainer.group.fused_rotary import apply_rotary_by_halves, rotating_by_halves
+from trainer.group.run_group import trainer_options
 
 
 def _inputs():
@@ -48,7 +47,6 @@ def test_only_the_same_rotation_is_swapped_and_only_within_the_block():
     with rotating_by_halves(GPTJ()):
         assert modeling_gptj.apply_rotary_pos_emb is before[modeling_gptj]
     assert all(m.apply_rotary_pos_emb is f for m, f in before.items())
-    assert sys.modules[Llama.__module__] is modeling_llama
 
 
 def test_a_group_rotating_by_halves_trains_as_transformers_rotation(tmp_path, monkeypatch):
@@ -65,3 +63,11 @@ def test_a_group_rotating_by_halves_trains_as_transformers_rotation(tmp_path, mo
     assert ours.stack.steps == theirs.stack.steps
     torch.testing.assert_close(ours.stack.weights, theirs.stack.weights, rtol=0,
                                atol=1e-4 * theirs.stack.weights.abs().max().item())  # Adam: float32 rounding
+
+
+def test_a_sweeps_stacked_group_rotates_by_halves_on_a_gpu_only():
+    assert trainer_options("cuda", "stacked") == {"rotary_by_halves": True}
+    assert trainer_options("cuda", "stacked", cuda_graphs=True) == {"rotary_by_halves": True, "cuda_graphs": True}
+    assert trainer_options("cpu", "stacked") == {}  # the CPU's group stays bit for bit as it was
+    for matmul in ("loop", "bmm"):  # their trainer takes no options (new_group_trainer refuses them)
+        assert trainer_options("cuda", matmul) == {}
