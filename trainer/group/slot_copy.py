@@ -24,13 +24,14 @@ class SlotCopy:
     """Slot ``slot``'s weights and AdamW moments as they are now, in torch ``AdamW``'s and PEFT's layouts."""
 
     def __init__(self, stack: SlotStack, slot: int, param_group: dict) -> None:
-        self.stack, self.rank, self.stack_rank = stack, stack.ranks[slot], stack.rank
+        self.stack, self.rank = stack, stack.ranks[slot]
         self.names, self.step = list(stack.adapted[slot]), stack.steps[slot]
         self.group = dict(param_group)  # as it is now: the schedule moves its learning rate on
         cuda = stack.device.type == "cuda"
-        self.rows = torch.empty(3, stack.width(stack.rank), dtype=stack.dtype, pin_memory=cuda)
+        # the slot's numbers at its own rank: the start of its row, laid out as a stack's row at that rank
+        self.rows = torch.empty(3, stack.width(self.rank), dtype=stack.dtype, pin_memory=cuda)
         for row, flat in zip(self.rows, (stack.weights, stack.exp_avg, stack.exp_avg_sq), strict=True):
-            row.copy_(flat[slot].detach(), non_blocking=cuda)
+            row.copy_(flat[slot, :len(row)].detach(), non_blocking=cuda)
         self.done = torch.cuda.Event() if cuda else None
         if self.done is not None:
             self.done.record()
@@ -40,7 +41,7 @@ class SlotCopy:
         (0: weights, 1 and 2: AdamW's moments) once the copies have landed."""
         if self.done is not None:
             self.done.synchronize()
-        return self.stack.cut(self.rows[row:row + 1], 0, self.stack_rank, self.rank, self.names)
+        return self.stack.cut(self.rows[row:row + 1], 0, self.rank, self.rank, self.names)
 
     def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{layer name: (lora_A, lora_B)}``, as :meth:`trainer.group.stacked_trainer.StackedGroupTrainer.adapter_weights`."""

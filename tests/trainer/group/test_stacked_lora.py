@@ -18,6 +18,7 @@ from trainer.group.batches import TrainOrder
 from trainer.group.group_trainer import new_group_trainer
 from trainer.group.member import log_progress
 from trainer.group.multi_lora import peft_init
+from trainer.group.stacked_adamw import step_slots
 from trainer.spec import TrialSpec
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -185,11 +186,13 @@ def test_bucketed_lengths_are_multiples(tmp_path):
     assert torch.equal(ids[0, :batch.tokens], batch.input_ids[batch.attention_mask.bool()])
 
 
-def test_a_stacked_step_dispatches_as_many_kernels_for_eight_trials_as_for_one():
+def test_a_stacked_step_dispatches_as_many_kernels_for_eight_trials_as_for_one_but_four_a_member():
     args = options(["--steps", "1", "--warmup", "1"])
-    stacked = [count_ops(args, k, "stacked")["kernels_per_step"] for k in (1, 2, 4, 8)]
-    # (the CPU's attention picks its kernels by shape: a few more or fewer, never a set per trial)
-    assert all(abs(n - stacked[0]) <= 0.05 * stacked[0] for n in stacked), stacked
+    ks = (1, 2, 4, 8)
+    stacked = [count_ops(args, k, "stacked")["kernels_per_step"] for k in ks]
+    # the forward and backward do not grow with K (the CPU's attention picks its kernels by shape: a few more or
+    # fewer); the work number by number is a slot's own rank: copy, fold, zero and AdamW, four kernels a member
+    assert all(abs(n - stacked[0]) <= 0.05 * stacked[0] + 4 * (k - 1) for k, n in zip(ks, stacked, strict=True)), stacked
     loop = [count_ops(args, k, "loop")["kernels_per_step"] for k in (1, 2)]
     assert loop[1] > 1.5 * loop[0] and stacked[0] < loop[0]
 
@@ -205,9 +208,57 @@ def test_the_layers_compute_with_the_weights_b_scaled_and_their_gradients_reach_
     for (a, b), (ca, cb) in zip(stack.views(stack.weights), stack.views(stack.compute), strict=True):
         assert torch.equal(ca, a) and torch.equal(cb, b * stack.scale[:, None, None])
     stack.grads.zero_()
-    stack.compute_grads.normal_()
+    for slot in stack.occupied:  # a backward's gradients: the padding beyond a slot's own rank gets none
+        stack.numbers(stack.compute_grads, slot).normal_()
     given = stack.compute_grads.clone()
     stack.fold_gradients()
     for (ga, gb), (ca, cb) in zip(stack.views(stack.grads), stack.views(given), strict=True):
         assert torch.equal(ga, ca) and torch.equal(gb, cb * stack.scale[:, None, None])
     assert not stack.compute_grads.any()
+
+
+def test_a_slots_optimizer_step_is_torch_clipping_and_adamw_at_its_own_rank(tmp_path):
+    """step_slots over each due slot's own numbers is clip_grad_norm_ then torch's AdamW on the member's own
+    parameters (to float32 rounding), whatever the stack's largest rank; a slot that is not due and every
+    slot's padding stay as they were."""
+    trainer = group(tmp_path, [{"r": 4, "lr": 3e-2, "weight_decay": 0.0}, {"r": 16, "weight_decay": 0.3},
+                               {"r": 8}])
+    steps(trainer, 2)
+    stack, (small, large, waiting) = trainer.stack, trainer.members
+    generator = torch.Generator().manual_seed(5)
+    for member, spread in ((small, 1e-3), (large, 1.0), (waiting, 1.0)):  # small's gradient is inside the clip norm
+        numbers = stack.numbers(stack.grads, member.slot)
+        numbers.copy_(torch.randn(numbers.shape, generator=generator) * spread)
+    before = {flat: flat.clone() for flat in stack.buffers}
+    expected = {}
+    for member in (small, large):
+        params = [p.detach().clone().requires_grad_() for pair in trainer.adapter_weights(member).values()
+                  for p in pair]
+        grads = [g.clone() for pair in stack.slot_views(stack.grads, member.slot).values() for g in pair]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        adamw = torch.optim.AdamW(params, lr=1.0)
+        adamw.load_state_dict(member.optimizer.state_dict())  # its moments, step count and param group
+        norm = torch.nn.utils.clip_grad_norm_(params, member.spec.training.max_grad_norm)
+        adamw.step()
+        expected[member.slot] = (params, adamw.state_dict(), norm)
+    assert expected[small.slot][2] < 1.0 < expected[large.slot][2]  # clipped for one only
+
+    step_slots(stack, [(m.slot, m.optimizer.param_groups[0], m.spec.training.max_grad_norm) for m in (small, large)])
+
+    for member in (small, large):
+        params, state, _ = expected[member.slot]
+        ours = [p for pair in trainer.adapter_weights(member).values() for p in pair]
+        for mine, theirs in zip(ours, params, strict=True):
+            torch.testing.assert_close(mine, theirs.detach(), rtol=1e-5, atol=1e-7)
+        saved = member.optimizer.state_dict()
+        assert saved["state"][0]["step"] == state["state"][0]["step"] == 3
+        for i, entry in state["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(saved["state"][i][key], entry[key], rtol=1e-5,
+                                           atol=1e-5 * entry[key].abs().max().item())  # float32 rounding
+        assert not stack.numbers(stack.grads, member.slot).any()  # zeroed for the next step
+    for flat, was in before.items():
+        assert torch.equal(stack.numbers(flat, waiting.slot), stack.numbers(was, waiting.slot))
+        for slot in stack.occupied:  # the padding beyond each slot's own rank
+            assert not flat[slot, stack.ranks[slot] * stack.unit:].any()
