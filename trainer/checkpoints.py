@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -90,10 +91,14 @@ def _foreign(spec: TrialSpec, owner_file: Path) -> str | None:
 
 
 def claim(spec: TrialSpec) -> None:
-    """Record this trial as the owner of the checkpoints it is about to write."""
+    """Record this trial as the owner of the checkpoints it is about to write: written aside, then renamed into
+    place, so a process killed meanwhile leaves the record as it was (a record cut short makes the next attempt
+    remove every checkpoint as foreign, and start again at step 0)."""
     folder = spec.out / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / OWNER_FILE).write_text(json.dumps(owner_record(spec)) + "\n")
+    partial = folder / f".{OWNER_FILE}.partial"
+    partial.write_text(json.dumps(owner_record(spec)) + "\n")
+    os.replace(partial, folder / OWNER_FILE)
 
 
 def drop(spec: TrialSpec) -> None:

@@ -5,6 +5,7 @@ lock that keeps one trainer per folder."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,24 @@ def test_a_retry_in_the_same_folder_resumes_whatever_its_trial_number(tmp_path):
     checkpoint(tmp_path, 6)
     retry = spec_for(tmp_path).model_copy(update={"trial_number": 7})
     assert resume_point(retry).step == 6
+
+
+def test_a_retry_killed_while_claiming_leaves_the_checkpoints_resumable(tmp_path, monkeypatch):
+    claim(spec_for(tmp_path))
+    checkpoint(tmp_path, 6)
+    write = Path.write_text
+
+    def killed_midway(path, text, *args, **kwargs):  # the file opened (emptied), then SIGKILL before its text
+        write(path, "", *args, **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Path, "write_text", killed_midway)
+    retry = spec_for(tmp_path).model_copy(update={"trial_number": 7})
+    with pytest.raises(KeyboardInterrupt):
+        claim(retry)
+    monkeypatch.undo()
+    point = resume_point(spec_for(tmp_path).model_copy(update={"trial_number": 8}))
+    assert (point.step, point.note) == (6, None)  # not "no owner record": every checkpoint removed, step 0
 
 
 def test_finished_trials_drop_their_checkpoints_unless_kept(tmp_path):
