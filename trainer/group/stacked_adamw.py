@@ -99,7 +99,7 @@ def step_slots(stack: SlotStack, due: list[tuple[int, dict, float]]) -> torch.Te
     columns = to_device(torch.tensor(host, dtype=torch.float32), stack.device)
     n = stack.capacity
     keep, steps, max_norms = columns[:n], columns[n:n + len(due)], columns[n + len(due):]
-    weights, grads, exp_avg, exp_avg_sq = ([flat[slot, :stack.ranks[slot] * stack.unit] for slot, _, _ in due]
+    weights, grads, exp_avg, exp_avg_sq = ([stack.numbers(flat, slot).view(-1) for slot, _, _ in due]
                                            for flat in stack.buffers)
     norms = torch.stack(torch._foreach_norm(grads)).to(torch.float32)
     inverse = (norms + CLIP_EPS).div_(max_norms).clamp_(min=1.0)

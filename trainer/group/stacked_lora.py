@@ -99,6 +99,10 @@ class SlotStack:
     def __init__(self, layers: dict[str, MultiLoraLinear], device: torch.device, dtype: torch.dtype,
                  compute_dtype: torch.dtype | None = None) -> None:
         self.layers, self.device, self.dtype = layers, device, dtype
+        # numbers of one rank's row of every layer's A and B (a row of the flat tensors is ``rank`` of them), and
+        # where the B begin among them (every layer's row of A comes first); read for every slot at every step
+        self.unit = sum(layer.in_features + layer.out_features for layer in layers.values())
+        self.a_unit = sum(layer.in_features for layer in layers.values())
         self.compute_dtype = compute_dtype or dtype
         self.capacity = self.rank = 0
         self.ranks: dict[int, int] = {}
@@ -120,16 +124,6 @@ class SlotStack:
     def width(self, rank: int) -> int:
         """Numbers per slot with every layer at ``rank``."""
         return rank * self.unit
-
-    @property
-    def unit(self) -> int:
-        """Numbers of one rank's row of every layer's A and B: a row of the flat tensors is ``rank`` of them."""
-        return sum(layer.in_features + layer.out_features for layer in self.layers.values())
-
-    @property
-    def a_unit(self) -> int:
-        """Where the B begin in one rank's numbers (every layer's row of A comes first)."""
-        return sum(layer.in_features for layer in self.layers.values())
 
     def views(self, flat: torch.Tensor, rank: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(A, B)`` of each layer as views of ``flat`` (``[slots, width(rank)]``), in model order. A row is
