@@ -11,6 +11,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from tests.sweep.live_study import TINY_MODEL
+from tests.trainer.group.rounding import assert_close_to_scale
 from trainer.group.multi_lora import Routing, Segment, attach_multi_lora, lora_scaling, peft_init
 
 ATTN = "eager"
@@ -129,7 +130,7 @@ def test_batched_matmul_over_padded_ranks_agrees_to_rounding(base, dropout):
     for (logits, grads), (logits_g, grads_g) in zip(alone, together, strict=True):
         torch.testing.assert_close(logits_g, logits, rtol=1e-5, atol=1e-5)
         for g, h in zip(grads, grads_g, strict=True):
-            torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-4)
+            assert_close_to_scale(h, g, rel=3e-5)  # 3e-6 seen on an AVX-512 CPU
 
 
 def test_dropout_draws_masks_in_training_only(base):

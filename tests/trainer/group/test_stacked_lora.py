@@ -167,8 +167,10 @@ def weights_after(tmp_path, n: int, **options) -> list[torch.Tensor]:
 def test_bucketed_lengths_checkpointing_and_a_chunked_loss_train_the_same_to_rounding(tmp_path, option):
     plain = weights_after(tmp_path / "plain", 4)
     changed = weights_after(tmp_path / "changed", 4, **option)
+    # AdamW moves a weight by about the learning rate (1e-2) a step whatever its gradient's size, so where a
+    # gradient is near zero its rounding shows in the weight: within 1% of one step (3e-5 seen on an AVX-512 CPU)
     for ours, theirs in zip(changed, plain, strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4 * theirs.abs().max().item())
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-2 * 1e-2)
 
 
 def test_bucketed_lengths_are_multiples(tmp_path):
