@@ -380,9 +380,11 @@ class GroupRun:
                             graph_shapes=len(graphs.graphs), graph_reserved_mib=graphs.reserved_mib)
         done = [m for m in done if m in self.live]
         stage_logs(done)
-        # who evaluates, ends or stops now reports first (its events in step order, its checkpoint and result
-        # with every loss); the others report after the next step is queued
-        log_progress([m for m in done if m.eval_due or m.finished or m.stop_requested])
+        # who ends or stops now, or evaluates now and not later, reports first (its events in step order, its
+        # checkpoint and result with every loss); the others report after the next step is queued (reading a loss
+        # now would wait for this step: with dozens of members one reaches an eval point almost every step)
+        held = self.hold_at_most > 1
+        log_progress([m for m in done if m.finished or m.stop_requested or (m.eval_due and not held)])
         return done
 
     def _evaluate(self, members: list) -> None:
@@ -430,10 +432,13 @@ class GroupRun:
             for h in held:
                 self.trainer.release(h.row)
         self.ledger.count(evaluations=len(held), evaluation_batches=1)
+        # their train losses up to their eval points first (read now: the evaluation waited for those steps)
+        log_progress(list(dict.fromkeys(h.member for h in held)))
         for h, value in zip(held, values, strict=True):
             h.member.record_eval(value, step=h.step)
             if h.checkpoint is not None:
                 h.checkpoint["state"]["evals"] = [e for e in h.member.evals if e[0] <= h.step]
+                h.checkpoint["state"]["losses"] = [loss for loss in h.member.losses if loss[0] <= h.step]
                 self.checkpoints.put(h.checkpoint, self.trainer.model.name_or_path)
 
     def _checkpoint(self, member) -> None:
