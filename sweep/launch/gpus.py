@@ -29,7 +29,8 @@ AUTO_MAX_PER_GPU = 8  # beyond a few processes a GPU gains little (4 gave 8% mor
 # trials in one group worker: on an H200 the trainer's step gains up to 64 (SmolLM2: 119,000 tokens/s at 32, 146,000
 # at 64, bench/fill_gpu.py, one call); a whole sweep of the real study ran at 72,000 with 48 at once (100 GB of the
 # card's 143; 54,000 with 32 on the code before), 89,000 with the fused norms (101 GB; docs/BENCHMARKS.md), 99,000
-# with the rotation by halves too (101 GB); 64 not yet in a whole sweep
+# with the rotation by halves too (101 GB), 101,600 with each trial's optimizer work at its own rank and eval points
+# that do not wait for the step (101 GB); 64 not yet in a whole sweep
 AUTO_MAX_GROUP = 48
 FREE_MEMORY_USED = 0.9  # leave a tenth of the free memory for fragmentation and other processes
 
