@@ -14,6 +14,7 @@ learning rate, bias correction or clipping, a neighbour's gradient) gives: ~1e-1
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -195,6 +196,12 @@ def test_held_evaluations_are_each_trial_s_own_at_its_eval_points(data, tmp_path
         mine, theirs = events(held, "eval"), events(at_once, "eval")
         assert [e["step"] for e in mine] == [e["step"] for e in theirs]
         assert [e["eval_loss"] for e in mine] == pytest.approx([e["eval_loss"] for e in theirs], rel=1e-6)
+        # the train losses read later when held, each reported once, at its step, before its step's evaluation
+        assert events(held, "progress") == events(at_once, "progress")
+        order = [(e["event"], e["step"]) for e in map(json.loads, (held / "events.jsonl").read_text().splitlines())
+                 if e["event"] in ("progress", "eval")]
+        assert all(order.index(("progress", step)) < order.index(("eval", step)) for kind, step in order
+                   if kind == "eval" and ("progress", step) in order)
     [failed] = events(tmp_path / "held" / "5", "result")
     assert failed["status"] == "error" and "injected crash" in failed["reason"]
     assert [e["step"] for e in events(tmp_path / "held" / "5", "eval")] == [2, 4]  # its held one recorded as it fails
@@ -231,4 +238,6 @@ def test_a_killed_group_with_held_evaluations_resumes_where_its_checkpoints_say(
             torch.testing.assert_close(ours[key], weight, rtol=0, atol=WEIGHTS_TOLERANCE * weight.abs().max().item())
         [result], [expected] = events(folder, "result"), events(tmp_path / "whole" / str(number), "result")
         assert result["eval_loss"] == pytest.approx(expected["eval_loss"], rel=LOSS_TOLERANCE)
+        # the mean train loss counts the steps before the resume too: the checkpoint holds its losses up to its step
+        assert result["train_loss"] == pytest.approx(expected["train_loss"], rel=LOSS_TOLERANCE)
     assert any(resumed), resumed
