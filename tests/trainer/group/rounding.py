@@ -13,5 +13,5 @@ import torch
 
 
 def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
-    """Every element of ``actual`` within ``rel`` times the largest magnitude of ``expected`` of its element."""
+    """Every element of ``actual`` within ``rel`` times the largest magnitude in ``expected`` of its counterpart."""
     torch.testing.assert_close(actual, expected, rtol=0, atol=rel * expected.abs().max().item())

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.sweep.live_study import TINY_MODEL, run_module
+from tests.trainer.group.rounding import assert_close_to_scale
 from tests.trainer.group.trial_events import events
 from trainer.group.run_group import run_group
 from trainer.spec import TrialSpec
@@ -62,7 +63,7 @@ def assert_close_trial(folder, reference) -> None:
     ours, theirs = adapter(folder), adapter(reference)
     assert sorted(ours) == sorted(theirs)
     for key, weight in theirs.items():
-        torch.testing.assert_close(ours[key], weight, rtol=0, atol=WEIGHTS_TOLERANCE * weight.abs().max().item())
+        assert_close_to_scale(ours[key], weight, rel=WEIGHTS_TOLERANCE)
     for kind, field in (("eval", "eval_loss"), ("progress", "loss")):
         mine, alone = events(folder, kind), events(reference, kind)
         assert [e["step"] for e in mine] == [e["step"] for e in alone]
@@ -158,7 +159,7 @@ def test_a_killed_stacked_group_resumes_each_trial_from_its_checkpoint(data, tmp
         assert events(folder, "setup")[1]["resumed_from_step"] == step
         ours, theirs = adapter(folder), adapter(whole)
         for key, weight in theirs.items():
-            torch.testing.assert_close(ours[key], weight, rtol=0, atol=WEIGHTS_TOLERANCE * weight.abs().max().item())
+            assert_close_to_scale(ours[key], weight, rel=WEIGHTS_TOLERANCE)
         [result], [expected] = events(folder, "result"), events(whole, "result")
         assert result["eval_loss"] == pytest.approx(expected["eval_loss"], rel=LOSS_TOLERANCE)
 
@@ -235,7 +236,7 @@ def test_a_killed_group_with_held_evaluations_resumes_where_its_checkpoints_say(
         resumed.append(step)
         ours, theirs = adapter(folder), adapter(tmp_path / "whole" / str(number))
         for key, weight in theirs.items():
-            torch.testing.assert_close(ours[key], weight, rtol=0, atol=WEIGHTS_TOLERANCE * weight.abs().max().item())
+            assert_close_to_scale(ours[key], weight, rel=WEIGHTS_TOLERANCE)
         [result], [expected] = events(folder, "result"), events(tmp_path / "whole" / str(number), "result")
         assert result["eval_loss"] == pytest.approx(expected["eval_loss"], rel=LOSS_TOLERANCE)
         # the mean train loss counts the steps before the resume too: the checkpoint holds its losses up to its step

@@ -23,6 +23,7 @@ from trainer.spec import TrialSpec
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PAD = 0
+LR = 1e-2  # the members' learning rate unless a test gives its own
 
 
 def rows(n: int = 48, seed: int = 0) -> list[dict]:
@@ -48,7 +49,7 @@ def join(trainer, tmp_path, number: int, t: dict):
         "study": "stack", "trial_number": number, "output_dir": str(tmp_path / str(number)),
         "model": {"name_or_path": str(TINY_MODEL)}, "data": {"train": "-", "eval": "-"},
         "lora": {"r": t["r"], "lora_alpha": 2 * t["r"], "target_modules": t.get("targets", ALL)},
-        "training": {"learning_rate": t.get("lr", 1e-2), "weight_decay": t.get("weight_decay", 0.1),
+        "training": {"learning_rate": t.get("lr", LR), "weight_decay": t.get("weight_decay", 0.1),
                      "per_device_train_batch_size": t.get("batch", 4), "seed": t.get("seed", 3407),
                      "optim": "adamw_torch", "num_train_epochs": 100},
     })
@@ -118,7 +119,7 @@ def test_a_members_optimizer_state_is_torch_adamw_state(tmp_path):
     member = trainer.members[0]
     saved = member.optimizer.state_dict()
     params = [p.detach().clone().requires_grad_() for pair in trainer.adapter_weights(member).values() for p in pair]
-    torch_adamw = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+    torch_adamw = torch.optim.AdamW(params, lr=LR, weight_decay=0.1)
     get_scheduler("linear", torch_adamw, num_warmup_steps=0, num_training_steps=10)  # as a loop member's
     for p in params:
         p.grad = torch.ones_like(p)
@@ -167,10 +168,10 @@ def weights_after(tmp_path, n: int, **options) -> list[torch.Tensor]:
 def test_bucketed_lengths_checkpointing_and_a_chunked_loss_train_the_same_to_rounding(tmp_path, option):
     plain = weights_after(tmp_path / "plain", 4)
     changed = weights_after(tmp_path / "changed", 4, **option)
-    # AdamW moves a weight by about the learning rate (1e-2) a step whatever its gradient's size, so where a
-    # gradient is near zero its rounding shows in the weight: within 1% of one step (3e-5 seen on an AVX-512 CPU)
+    # AdamW moves a weight by about the learning rate a step whatever its gradient's size, so where a gradient
+    # is near zero its rounding shows in the weight: within 1% of one step (3e-5 seen on an AVX-512 CPU)
     for ours, theirs in zip(changed, plain, strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-2 * 1e-2)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-2 * LR)
 
 
 def test_bucketed_lengths_are_multiples(tmp_path):
