@@ -216,6 +216,11 @@ class GroupRun:
         self.ledger = Ledger()
 
     @property
+    def holds_evaluations(self) -> bool:
+        """Whether members' evaluations wait, their adapters held, to be run several at once."""
+        return self.hold_at_most > 1
+
+    @property
     def busy(self) -> bool:
         return bool(self.live or self.waiting or self.parked)
 
@@ -333,7 +338,7 @@ class GroupRun:
         self.steps += 1
         evaluated = [m for m in done if m in self.live and m.eval_due]
         with self.ledger.timing("evaluate"):
-            if self.hold_at_most > 1:
+            if self.holds_evaluations:
                 self._hold(evaluated)
                 if self.held and (len(self.held) >= self.hold_at_most or self.steps - self.held[0].since >= HOLD_STEPS
                                   or any(h.member in done and (h.member.finished or h.member.stop_requested)
@@ -383,8 +388,7 @@ class GroupRun:
         # who ends or stops now, or evaluates now and not later, reports first (its events in step order, its
         # checkpoint and result with every loss); the others report after the next step is queued (reading a loss
         # now would wait for this step: with dozens of members one reaches an eval point almost every step)
-        held = self.hold_at_most > 1
-        log_progress([m for m in done if m.finished or m.stop_requested or (m.eval_due and not held)])
+        log_progress([m for m in done if m.finished or m.stop_requested or (m.eval_due and not self.holds_evaluations)])
         return done
 
     def _evaluate(self, members: list) -> None:
